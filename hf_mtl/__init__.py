@@ -1,0 +1,24 @@
+"""hf_mtl: multi-task learning for HuggingFace Transformers.
+
+A shared pretrained encoder with task heads (:class:`MultiTaskModel`), trained by a
+``transformers.Trainer`` subclass (:class:`MultiTaskTrainer`) whose step combines per-task gradients
+with a *combiner* (MGDA, primary/auxiliary, PCGrad, ...; see :mod:`hf_mtl.combiners`).
+"""
+
+from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel, MultiTaskModelOutput
+from hf_mtl.tasks import Task, TaskKind, TaskRole
+from hf_mtl.trainer import MultiTaskTrainer
+from hf_mtl.training_args import MultiTaskTrainingArguments
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MultiTaskConfig",
+    "MultiTaskModel",
+    "MultiTaskModelOutput",
+    "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
+    "Task",
+    "TaskKind",
+    "TaskRole",
+]

@@ -1,0 +1,324 @@
+"""A shared pretrained encoder with one head per task: ``MultiTaskConfig`` and ``MultiTaskModel``.
+
+Data flow: batch → shared encoder → representation ``z`` (batch × tokens × hidden) → task head → per-task
+loss. ``forward`` returns every task's loss and logits plus the representations, which the gradient
+engine differentiates against in ``encoder_output`` mode (DESIGN.md, "Encoder-output gradients").
+
+Hard sharing (default) uses one encoder for all tasks. Soft sharing gives each task its own copy of the
+encoder and adds ``coef · Σ_{i<j} ||θ_i − θ_j||²`` to the loss (the L2 soft-sharing penalty of
+Duong et al. 2015, seed 004).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from hf_mtl.tasks import Task, TaskKind, check_unique_names
+
+ENCODER_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class MultiTaskConfig(PretrainedConfig):
+    """Configuration of a :class:`MultiTaskModel`.
+
+    Args:
+        encoder_config: configuration of the shared ``AutoModel`` encoder (a config or its dict).
+        tasks: the tasks (``Task`` objects or their dicts), one head each.
+        sharing: ``"hard"`` (one encoder) or ``"soft"`` (one encoder copy per task + L2 penalty).
+        soft_sharing_coef: coefficient of the soft-sharing penalty ``Σ_{i<j} ||θ_i − θ_j||²``.
+        pooling: ``"mean"`` (masked mean over tokens) or ``"cls"`` (first token) for sentence-level heads.
+        head_dropout: dropout before each head; ``None`` uses the encoder's ``hidden_dropout_prob``.
+    """
+
+    model_type = "hf_mtl"
+
+    def __init__(
+        self,
+        encoder_config: PretrainedConfig | dict[str, Any] | None = None,
+        tasks: Sequence[Task | dict[str, Any]] | None = None,
+        sharing: str = "hard",
+        soft_sharing_coef: float = 1e-3,
+        pooling: str = "mean",
+        head_dropout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(encoder_config, dict):
+            encoder_config = AutoConfig.for_model(**encoder_config)
+        self.encoder_config = encoder_config
+        self.tasks = [t.to_dict() if isinstance(t, Task) else dict(t) for t in (tasks or [])]
+        task_objects = [Task.from_dict(t) for t in self.tasks]
+        check_unique_names(task_objects)
+        if sharing not in ("hard", "soft"):
+            raise ValueError(f"sharing must be 'hard' or 'soft', got {sharing!r}.")
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}.")
+        if soft_sharing_coef < 0:
+            raise ValueError(f"soft_sharing_coef must be >= 0, got {soft_sharing_coef}.")
+        self.sharing = sharing
+        self.soft_sharing_coef = float(soft_sharing_coef)
+        self.pooling = pooling
+        self.head_dropout = head_dropout
+        super().__init__(**kwargs)
+
+    @property
+    def task_list(self) -> list[Task]:
+        return [Task.from_dict(t) for t in self.tasks]
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        if isinstance(self.encoder_config, PretrainedConfig):
+            output["encoder_config"] = self.encoder_config.to_dict()
+        return output
+
+
+@dataclass
+class MultiTaskModelOutput(ModelOutput):
+    """Output of :meth:`MultiTaskModel.forward`.
+
+    Attributes:
+        loss: ``Σ_k weight_k · L_k`` (+ the soft-sharing penalty), the loss a plain ``Trainer`` minimises.
+        task_losses: ``{task: L_k}``, each the mean over that task's labelled examples (tokens).
+        logits: ``{task: logits}``.
+        representations: ``{group: z}`` — the shared encoder output each loss was computed from. In the
+            disjoint layout the group is the task name; in the shared-input layout it is ``"shared"``.
+        soft_sharing_penalty: the soft-sharing penalty (``None`` under hard sharing).
+    """
+
+    loss: torch.Tensor | None = None
+    task_losses: dict[str, torch.Tensor] | None = None
+    logits: dict[str, torch.Tensor] | None = None
+    representations: dict[str, torch.Tensor] | None = None
+    soft_sharing_penalty: torch.Tensor | None = None
+
+
+SHARED_GROUP = "shared"
+
+
+class TaskHead(nn.Module):
+    """Dropout + linear layer on the pooled (sentence tasks) or per-token (token tasks) representation."""
+
+    def __init__(self, task: Task, hidden_size: int, dropout: float, pooling: str) -> None:
+        super().__init__()
+        self.kind = TaskKind(task.kind)
+        self.task_name = task.name
+        self.num_labels = int(task.num_labels or 1)
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, self.num_labels)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.kind is TaskKind.TOKEN_CLASSIFICATION:
+            return self.classifier(self.dropout(hidden))
+        return self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the labelled examples (tokens); label ``-100`` (``NaN`` for regression) is ignored."""
+        if self.kind is TaskKind.REGRESSION:
+            labels = labels.to(logits.dtype).view(-1)
+            keep = ~torch.isnan(labels)
+            return F.mse_loss(logits.view(-1)[keep], labels[keep])
+        labels = labels.long()
+        out_of_range = (labels != -100) & ((labels < 0) | (labels >= self.num_labels))
+        if bool(out_of_range.any()):
+            bad = labels[out_of_range][0].item()
+            raise ValueError(
+                f"Task {self.task_name!r}: label {bad} is outside [0, {self.num_labels}) (num_labels={self.num_labels})."
+            )
+        return F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), ignore_index=-100)
+
+
+class MultiTaskModel(PreTrainedModel):
+    """One pretrained ``AutoModel`` encoder shared by several tasks, one :class:`TaskHead` each.
+
+    Two batch layouts are accepted by :meth:`forward`:
+
+    * disjoint: ``task_batches={task: {"input_ids", "attention_mask", ..., "labels"}}``;
+    * shared-input: ``inputs={"input_ids", "attention_mask", ...}`` and ``labels={task: labels}``.
+    """
+
+    config_class = MultiTaskConfig
+    base_model_prefix = "mtl"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: MultiTaskConfig) -> None:
+        super().__init__(config)
+        if config.encoder_config is None:
+            raise ValueError("MultiTaskConfig.encoder_config is required to build a MultiTaskModel.")
+        tasks = config.task_list
+        if not tasks:
+            raise ValueError("MultiTaskConfig has no tasks; give at least one Task.")
+        self.tasks: dict[str, Task] = {t.name: t for t in tasks}
+        if config.sharing == "hard":
+            self.encoder = AutoModel.from_config(config.encoder_config)
+        else:
+            self.encoders = nn.ModuleDict({name: AutoModel.from_config(config.encoder_config) for name in self.tasks})
+        hidden = config.encoder_config.hidden_size
+        dropout = config.head_dropout
+        if dropout is None:
+            dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
+        self.heads = nn.ModuleDict({t.name: TaskHead(t, hidden, dropout, config.pooling) for t in tasks})
+        self.post_init()
+
+    # --- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_encoder(
+        cls, encoder_name_or_path: str, tasks: Sequence[Task], **config_kwargs: Any
+    ) -> MultiTaskModel:
+        """Build a model around a pretrained encoder (hub id or local folder), heads freshly initialised."""
+        encoder = AutoModel.from_pretrained(encoder_name_or_path)
+        config = MultiTaskConfig(encoder_config=encoder.config, tasks=list(tasks), **config_kwargs)
+        model = cls(config)
+        for task_encoder in model.shared_encoders():
+            task_encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, TaskHead):
+            std = getattr(self.config.encoder_config, "initializer_range", 0.02)
+            nn.init.normal_(module.classifier.weight, std=std)
+            nn.init.zeros_(module.classifier.bias)
+
+    # --- structure ----------------------------------------------------------------------------------
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks)
+
+    def shared_encoders(self) -> list[nn.Module]:
+        return [self.encoder] if self.config.sharing == "hard" else list(self.encoders.values())
+
+    def encoder_for(self, task: str) -> nn.Module:
+        return self.encoder if self.config.sharing == "hard" else self.encoders[task]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss depends on (the combined part of the gradient)."""
+        if self.config.sharing == "soft":
+            return []
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def task_specific_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters only ``task``'s loss depends on: its head (and its encoder copy under soft sharing)."""
+        params = list(self.heads[task].parameters())
+        if self.config.sharing == "soft":
+            params += list(self.encoders[task].parameters())
+        return [p for p in params if p.requires_grad]
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.shared_encoders()[0].get_input_embeddings()
+
+    # --- computation --------------------------------------------------------------------------------
+    def encode(self, inputs: Mapping[str, torch.Tensor], task: str | None = None) -> torch.Tensor:
+        """Shared representation ``z`` (batch × tokens × hidden) of ``inputs``."""
+        encoder = self.encoder if task is None else self.encoder_for(task)
+        kwargs = {k: inputs[k] for k in ENCODER_INPUT_KEYS if k in inputs and inputs[k] is not None}
+        return encoder(**kwargs, return_dict=True).last_hidden_state
+
+    def head_loss(
+        self, task: str, z: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(loss, logits)`` of ``task``'s head on representation ``z``; loss is ``None`` without labels."""
+        head = self.heads[task]
+        logits = head(z, attention_mask)
+        return (head.loss(logits, labels) if labels is not None else None), logits
+
+    def soft_sharing_penalty(self) -> torch.Tensor | None:
+        """``coef · Σ_{i<j} ||θ_i − θ_j||²`` over the task encoders' parameters (``None`` under hard sharing)."""
+        if self.config.sharing != "soft":
+            return None
+        encoders = list(self.encoders.values())
+        device = next(self.parameters()).device
+        penalty = torch.zeros((), device=device)
+        for i in range(len(encoders)):
+            for j in range(i + 1, len(encoders)):
+                for p_i, p_j in zip(encoders[i].parameters(), encoders[j].parameters(), strict=True):
+                    penalty = penalty + (p_i - p_j).pow(2).sum()
+        return self.config.soft_sharing_coef * penalty
+
+    def check_tasks(self, names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in self.tasks]
+        if unknown:
+            raise ValueError(
+                f"Batch has task(s) {unknown} with no head in this model; the model's tasks are {self.task_names}."
+            )
+
+    def forward(
+        self,
+        task_batches: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        inputs: Mapping[str, torch.Tensor] | None = None,
+        labels: Mapping[str, torch.Tensor] | None = None,
+        return_dict: bool = True,
+    ) -> MultiTaskModelOutput:
+        if (task_batches is None) == (inputs is None):
+            raise ValueError(
+                "MultiTaskModel.forward takes either `task_batches` (disjoint layout) or `inputs` + `labels` "
+                "(shared-input layout), not both or neither."
+            )
+        task_losses: dict[str, torch.Tensor] = {}
+        logits: dict[str, torch.Tensor] = {}
+        representations: dict[str, torch.Tensor] = {}
+        if task_batches is not None:
+            self.check_tasks(list(task_batches))
+            for name, sub_batch in task_batches.items():
+                z = self.encode(sub_batch, task=name)
+                representations[name] = z
+                loss, logits[name] = self.head_loss(name, z, sub_batch.get("attention_mask"), sub_batch.get("labels"))
+                if loss is not None:
+                    task_losses[name] = loss
+        else:
+            labels = dict(labels or {})
+            self.check_tasks(list(labels))
+            names = list(labels) or self.task_names
+            if self.config.sharing == "hard":
+                z = self.encode(inputs)
+                representations[SHARED_GROUP] = z
+            for name in names:
+                z_task = z if self.config.sharing == "hard" else self.encode(inputs, task=name)
+                if self.config.sharing == "soft":
+                    representations[name] = z_task
+                loss, logits[name] = self.head_loss(name, z_task, inputs.get("attention_mask"), labels.get(name))
+                if loss is not None:
+                    task_losses[name] = loss
+        penalty = self.soft_sharing_penalty()
+        total = None
+        if task_losses:
+            total = sum(self.tasks[name].weight * loss for name, loss in task_losses.items())
+            if penalty is not None:
+                total = total + penalty
+        return MultiTaskModelOutput(
+            loss=total,
+            task_losses=task_losses,
+            logits=logits,
+            representations=representations,
+            soft_sharing_penalty=penalty,
+        )
+
+
+def register_auto_classes() -> None:
+    """Make ``AutoConfig``/``AutoModel.from_pretrained(dir)`` resolve ``model_type="hf_mtl"``."""
+    try:
+        AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig)
+    except ValueError:  # already registered
+        pass
+    try:
+        AutoModel.register(MultiTaskConfig, MultiTaskModel)
+    except ValueError:
+        pass
+
+
+register_auto_classes()
