@@ -55,20 +55,25 @@ def sampling_rates(
 
 
 def batch_quotas(rates: Sequence[float], batch_size: int) -> list[int]:
-    """Split ``batch_size`` into per-task counts ``≈ batch_size·p_k``, each at least 1 (largest remainder)."""
+    """Split ``batch_size`` into per-task counts as close to ``batch_size·p_k`` as integers allow, each ≥ 1.
+
+    Start from ``max(1, floor(B·p_k))``; hand the remaining slots to the largest shortfalls and, if the
+    floor of one example pushed the total over ``B``, take slots back from the largest surpluses.
+    """
     num_tasks = len(rates)
     if batch_size < num_tasks:
         raise ValueError(
             f"Batch size {batch_size} is smaller than the number of tasks ({num_tasks}); every batch must hold "
             "at least one example of each task. Raise per_device_train_batch_size."
         )
-    spare = batch_size - num_tasks
-    exact = np.asarray(rates, dtype=np.float64) * spare
-    quotas = np.floor(exact).astype(int)
-    remainder = spare - int(quotas.sum())
-    order = np.argsort(-(exact - quotas), kind="stable")
-    quotas[order[:remainder]] += 1
-    return [int(q) + 1 for q in quotas]
+    target = np.asarray(rates, dtype=np.float64) * batch_size
+    quotas = np.maximum(1, np.floor(target)).astype(int)
+    while quotas.sum() < batch_size:
+        quotas[int(np.argmax(target - quotas))] += 1
+    while quotas.sum() > batch_size:
+        surplus = np.where(quotas > 1, quotas - target, -np.inf)
+        quotas[int(np.argmax(surplus))] -= 1
+    return quotas.tolist()
 
 
 class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -94,7 +99,11 @@ class MultiTaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.quotas = batch_quotas(self.rates, batch_size)
         self.batch_size = batch_size
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int).tolist()
-        capped = self.sizes if max_examples_per_task is None else [min(n, max_examples_per_task) for n in self.sizes]
+        capped = (
+            self.sizes
+            if max_examples_per_task is None
+            else [min(n, max_examples_per_task) for n in self.sizes]
+        )
         self.num_batches = max(1, math.ceil(sum(capped) / batch_size))
         self.seed = seed
         self.epoch = 0
@@ -130,7 +139,9 @@ def tokenize_task_dataset(
     """Tokenise ``text`` (+ ``text_pair``) and keep the model inputs plus ``labels``."""
     if len(dataset) == 0:
         raise ValueError(f"Task {task.name!r} has no examples.")
-    for column in ("text", label_column) + (("text_pair",) if task.kind is TaskKind.SENTENCE_PAIR_CLASSIFICATION else ()):
+    for column in ("text", label_column) + (
+        ("text_pair",) if task.kind is TaskKind.SENTENCE_PAIR_CLASSIFICATION else ()
+    ):
         if column not in dataset.column_names:
             raise ValueError(
                 f"Task {task.name!r}: column {column!r} is missing; the dataset has columns {dataset.column_names}."
@@ -142,7 +153,9 @@ def tokenize_task_dataset(
         encoded["labels"] = rows[label_column]
         return encoded
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenising {task.name}")
+    return dataset.map(
+        encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenising {task.name}"
+    )
 
 
 def tokenize_shared_dataset(
@@ -157,11 +170,15 @@ def tokenize_shared_dataset(
     needed = ["text"] + [f"label_{t.name}" for t in tasks]
     missing = [c for c in needed if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"Shared-input dataset is missing column(s) {missing}; it has {dataset.column_names}.")
+        raise ValueError(
+            f"Shared-input dataset is missing column(s) {missing}; it has {dataset.column_names}."
+        )
     pair = "text_pair" in dataset.column_names
 
     def encode(rows: dict[str, list[Any]]) -> dict[str, Any]:
-        return tokenizer(rows["text"], rows["text_pair"] if pair else None, truncation=True, max_length=max_length)
+        return tokenizer(
+            rows["text"], rows["text_pair"] if pair else None, truncation=True, max_length=max_length
+        )
 
     drop = ["text"] + (["text_pair"] if pair else [])
     return dataset.map(encode, batched=True, remove_columns=drop, desc="Tokenising shared inputs")
@@ -211,7 +228,9 @@ class MultiTaskCollator:
             groups.setdefault(feature[TASK_COLUMN], []).append(feature)
         unknown = set(groups) - set(self.task_order)
         if unknown:
-            raise ValueError(f"Examples of unknown task(s) {sorted(unknown)}; known tasks are {list(self.task_order)}.")
+            raise ValueError(
+                f"Examples of unknown task(s) {sorted(unknown)}; known tasks are {list(self.task_order)}."
+            )
         task_batches = {}
         for name in self.task_order:
             if name in groups:
@@ -220,8 +239,11 @@ class MultiTaskCollator:
 
     def _pad(self, features: list[dict[str, Any]], regression: bool) -> dict[str, torch.Tensor]:
         inputs = [{k: f[k] for k in MODEL_INPUT_COLUMNS if k in f} for f in features]
-        batch = dict(self.tokenizer.pad(inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
-                                        return_tensors="pt"))
+        batch = dict(
+            self.tokenizer.pad(
+                inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
+            )
+        )
         labels = [f["labels"] for f in features]
         if isinstance(labels[0], list):  # token classification: pad labels with -100
             width = batch["input_ids"].shape[1]
@@ -243,8 +265,11 @@ class SharedInputCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         inputs = [{k: f[k] for k in MODEL_INPUT_COLUMNS if k in f} for f in features]
-        batch = dict(self.tokenizer.pad(inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
-                                        return_tensors="pt"))
+        batch = dict(
+            self.tokenizer.pad(
+                inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
+            )
+        )
         labels = {}
         for task in self.tasks:
             values = [f[f"label_{task.name}"] for f in features]
