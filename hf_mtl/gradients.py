@@ -33,6 +33,7 @@ class TaskGradientBuffer:
         first = self.params[0]
         self.jacobian = torch.zeros(num_tasks, _flat_numel(self.params), device=first.device, dtype=torch.float32)
         self.seen = torch.zeros(num_tasks, dtype=torch.bool)
+        self.touched = [False] * len(self.params)
 
     @property
     def num_tasks(self) -> int:
@@ -42,10 +43,11 @@ class TaskGradientBuffer:
         """Add one task's gradient (aligned with the shared parameters; ``None`` means zero)."""
         row = self.jacobian[task_index]
         offset = 0
-        for param, grad in zip(self.params, grads, strict=True):
+        for i, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
             n = param.numel()
             if grad is not None:
                 row[offset : offset + n].add_(grad.reshape(-1).to(row.dtype))
+                self.touched[i] = True
             offset += n
         self.seen[task_index] = True
 
@@ -70,17 +72,22 @@ class TaskGradientBuffer:
         return (self.jacobian @ self.jacobian.T).double()
 
     def write_combination(self, weights: torch.Tensor, scale: float = 1.0) -> None:
-        """Set each shared parameter's ``.grad`` to its slice of ``scale · Σ_k w_k J_k``."""
+        """Set each shared parameter's ``.grad`` to its slice of ``scale · Σ_k w_k J_k``.
+
+        Parameters no task's loss reached (e.g. an unused pooler) keep ``.grad = None``, as after a plain
+        backward, so optimizers skip them.
+        """
         combined = (weights.to(self.jacobian.dtype).to(self.jacobian.device) @ self.jacobian) * scale
         offset = 0
-        for param in self.params:
+        for param, touched in zip(self.params, self.touched, strict=True):
             n = param.numel()
-            param.grad = combined[offset : offset + n].view_as(param).to(param.dtype)
+            param.grad = combined[offset : offset + n].view_as(param).to(param.dtype) if touched else None
             offset += n
 
     def reset(self) -> None:
         self.jacobian.zero_()
         self.seen.zero_()
+        self.touched = [False] * len(self.params)
 
 
 def flatten_grads(params: Sequence[torch.nn.Parameter]) -> torch.Tensor | None:

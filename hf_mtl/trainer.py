@@ -317,7 +317,7 @@ class MultiTaskTrainer(Trainer):
     def _solve(self, gram: torch.Tensor, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor | None:
         """Combiner weights for the tasks with a finite, non-zero gradient; ``None`` means skip the update."""
         diag = gram.diagonal()
-        finite = torch.isfinite(gram).all(dim=1) & torch.isfinite(losses)
+        finite = torch.isfinite(diag) & torch.isfinite(losses)
         active = present & finite & (diag > 0)
         bad = [self.task_names[i] for i in range(len(self.tasks)) if not bool(finite[i])]
         if bad:

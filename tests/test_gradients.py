@@ -1,0 +1,180 @@
+"""The per-task gradient engine: exactness against brute force and against a plain summed-loss step,
+gradient accumulation, non-finite handling and the encoder-output mode."""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+import pytest
+import torch
+
+from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
+from hf_mtl.combiners import Combiner
+from hf_mtl.data import tokenize_shared_dataset
+from hf_mtl.gradients import TaskGradientBuffer, gram_diagnostics, representation_gram
+
+
+class SumOfGradients(Combiner):
+    """Weights 1 on every task: u = Σ g_k, i.e. the plain summed-loss gradient, through the engine."""
+
+    name = "test_sum"
+    needs_gradients = True
+
+    def __call__(self, gram=None, losses=None):
+        self.seen_gram = gram.clone()
+        return torch.ones(gram.shape[0], dtype=gram.dtype)
+
+
+class InverseNorm(Combiner):
+    """w_k = 1/||g_k||: a non-linear function of the Gram, so accumulation must hand it the whole batch."""
+
+    name = "test_inverse_norm"
+    needs_gradients = True
+
+    def __call__(self, gram=None, losses=None):
+        return 1.0 / gram.diagonal().sqrt()
+
+
+def args_for(tmp_path, **overrides):
+    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, max_steps=3, learning_rate=1e-3,
+                    logging_steps=1, save_strategy="no", report_to=[], seed=0, use_cpu=True,
+                    dataloader_num_workers=0, disable_tqdm=True, sampling_strategy="uniform")
+    defaults.update(overrides)
+    return MultiTaskTrainingArguments(**defaults)
+
+
+def trained(tmp_path, encoder_dir, tasks, data, tokenizer, combiner=None, **overrides):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(encoder_dir, tasks)
+    trainer = MultiTaskTrainer(model, args_for(tmp_path, **overrides), train_dataset=data,
+                               processing_class=tokenizer, combiner=combiner)
+    trainer.train()
+    return model, trainer
+
+
+def assert_same_parameters(a, b, rtol=1e-5, atol=1e-6):
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=f"parameter {name} differs")
+
+
+@pytest.mark.parametrize("mode", ["params", "encoder_output"])
+def test_engine_with_unit_weights_equals_summed_loss_step(mode, tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                         three_task_data):
+    reference, _ = trained(tmp_path / "ref", tiny_encoder_dir, three_tasks, three_task_data, tokenizer)
+    engine, trainer = trained(tmp_path / "eng", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
+                              combiner=SumOfGradients(), gradient_mode=mode)
+    assert_same_parameters(reference, engine)
+    logged = [e for e in trainer.state.log_history if "loss" in e][0]
+    assert "weight_sentiment" in logged and "grad_norm_score" in logged and "cosine_sentiment__length" in logged
+
+
+def test_params_gram_matches_brute_force_per_task_gradients(tiny_encoder_dir, tokenizer, three_tasks, three_task_data):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
+    shared = model.shared_parameters()
+    buffer = TaskGradientBuffer(shared, 3)
+    brute = []
+    for k, task in enumerate(three_tasks):
+        rows = three_task_data[task.name].select(range(4))
+        batch = tokenizer.pad([{c: r[c] for c in ("input_ids", "attention_mask", "token_type_ids")} for r in rows],
+                              return_tensors="pt")
+        dtype = torch.float32 if task.kind.value == "regression" else torch.long
+        batch["labels"] = torch.tensor(rows["labels"], dtype=dtype)
+        out = model(task_batches={task.name: batch})
+        grads = torch.autograd.grad(out.task_losses[task.name], shared, allow_unused=True)
+        buffer.add(k, grads)
+        brute.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                for g, p in zip(grads, shared, strict=True)]))
+    J = torch.stack(brute).double()
+    exact = J @ J.T
+    # float32 accumulation over P entries: error relative to the largest squared norm
+    torch.testing.assert_close(buffer.gram(), exact, rtol=1e-5, atol=1e-6 * exact.diagonal().max().item())
+    weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    buffer.write_combination(weights)
+    combined = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in shared]).double()
+    torch.testing.assert_close(combined, weights @ J, rtol=1e-5, atol=1e-8)
+
+
+def test_accumulation_params_mode_matches_larger_batch(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                       three_task_data):
+    """Batch 2B × accumulation 1 and B × accumulation 2 see the same examples and reach the same weights."""
+    big, _ = trained(tmp_path / "big", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
+                     combiner=InverseNorm(), per_device_train_batch_size=6, gradient_accumulation_steps=1)
+    small, _ = trained(tmp_path / "small", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
+                       combiner=InverseNorm(), per_device_train_batch_size=3, gradient_accumulation_steps=2)
+    assert_same_parameters(big, small, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_input_params_mode_equals_summed_loss(tmp_path, tiny_encoder_dir, tokenizer):
+    tasks = [Task("polarity", num_labels=2), Task("length", num_labels=3), Task("score", "regression")]
+    texts = ["good film", "bad film", "an excellent long film indeed", "terrible", "fine", "so so movie"] * 2
+    raw = datasets.Dataset.from_dict({
+        "text": texts, "label_polarity": [1, 0, 1, 0, 1, 0] * 2, "label_length": [min(len(t) // 8, 2) for t in texts],
+        "label_score": [len(t) / 30 for t in texts]})
+    data = tokenize_shared_dataset(tasks, raw, tokenizer, max_length=16)
+    common = dict(per_device_train_batch_size=4, train_sampling_strategy="sequential")
+    reference, _ = trained(tmp_path / "ref", tiny_encoder_dir, tasks, data, tokenizer, **common)
+    engine, trainer = trained(tmp_path / "eng", tiny_encoder_dir, tasks, data, tokenizer, combiner=SumOfGradients(),
+                              **common)
+    assert_same_parameters(reference, engine)
+    enc, enc_trainer = trained(tmp_path / "enc", tiny_encoder_dir, tasks, data, tokenizer, combiner=SumOfGradients(),
+                               gradient_mode="encoder_output", **common)
+    assert_same_parameters(reference, enc)
+    gram = enc_trainer.combiner.seen_gram
+    assert gram.shape == (3, 3) and (gram - torch.diag(gram.diagonal())).abs().max() > 0
+
+
+def test_encoder_output_warns_that_disjoint_gram_is_diagonal(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                             three_task_data, caplog):
+    combiner = SumOfGradients()
+    with caplog.at_level(logging.WARNING):
+        trained(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, combiner=combiner,
+                gradient_mode="encoder_output", max_steps=2)
+    assert sum("Gram matrix is diagonal" in r.message for r in caplog.records) == 1
+    gram = combiner.seen_gram
+    assert torch.count_nonzero(gram - torch.diag(gram.diagonal())) == 0
+
+
+def test_representation_gram_is_the_flattened_inner_product():
+    z = torch.randn(2, 3, 4, requires_grad=True)
+    w1, w2 = torch.randn(4), torch.randn(4)
+    l1, l2 = (z @ w1).pow(2).sum(), (z @ w2).sin().sum()
+    gram = representation_gram([l1, l2], [z])
+    g1 = torch.autograd.grad(l1, z, retain_graph=True)[0].reshape(-1)
+    g2 = torch.autograd.grad(l2, z)[0].reshape(-1)
+    expected = torch.stack([g1, g2]).double()
+    torch.testing.assert_close(gram, expected @ expected.T)
+
+
+def test_gram_diagnostics_norms_and_cosines():
+    gram = torch.tensor([[4.0, -2.0], [-2.0, 1.0]])
+    out = gram_diagnostics(gram, ["a", "b"])
+    assert out == {"grad_norm_a": 2.0, "grad_norm_b": 1.0, "cosine_a__b": -1.0}
+
+
+def test_nan_loss_skips_the_step_without_nan_parameters(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                        three_task_data):
+    data = dict(three_task_data)
+    data["score"] = data["score"].map(lambda r: {"labels": float("nan") if r["labels"] > 0 else r["labels"]})
+    data["score"] = data["score"].map(lambda r: {"labels": float("inf")})
+    torch.manual_seed(0)
+    initial = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
+    model, trainer = trained(tmp_path, tiny_encoder_dir, three_tasks, data, tokenizer, combiner=SumOfGradients(),
+                             max_steps=2)
+    for p in model.parameters():
+        assert torch.isfinite(p).all()
+    assert trainer.last_step.get("skipped") and trainer.last_step["nonfinite_tasks"] == ["score"]
+    encoder_moved = any(not torch.equal(p, q) for p, q in zip(model.encoder.parameters(),
+                                                              initial.encoder.parameters(), strict=True))
+    assert not encoder_moved
+
+
+def test_nan_loss_raise_policy_names_task_and_step(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                   three_task_data):
+    data = dict(three_task_data)
+    data["score"] = data["score"].map(lambda r: {"labels": float("inf")})
+    with pytest.raises(FloatingPointError, match=r"Step 0: non-finite loss or gradient for task\(s\) \['score'\]"):
+        trained(tmp_path, tiny_encoder_dir, three_tasks, data, tokenizer, combiner=SumOfGradients(),
+                nonfinite_policy="raise")
