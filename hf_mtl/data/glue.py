@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 
 from hf_mtl.data.convert import to_contract_columns
-from hf_mtl.data.user_files import builder_for
+from hf_mtl.data.user_files import read_files
 from hf_mtl.tasks import Task, TaskKind
 
 GLUE_HUB_ID = "nyu-mll/glue"
@@ -80,22 +80,6 @@ def _files_in_hub_layout(name: str, data_dir: str | Path, split: str) -> list[st
     )
 
 
-def _local_split(name: str, split: str, files: str | list[str]) -> datasets.Dataset:
-    paths = [files] if isinstance(files, (str, Path)) else list(files)
-    if not paths:
-        raise ValueError(f"GLUE task {name!r}: data_files[{split!r}] is empty.")
-    builders = {builder_for(str(path), f"GLUE task {name!r}") for path in paths}
-    if len(builders) > 1:
-        raise ValueError(
-            f"GLUE task {name!r}: the {split!r} files mix formats {sorted(b[0] for b in builders)}."
-        )
-    ((builder, options),) = builders
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"GLUE task {name!r}: {split} file {str(path)!r} does not exist.")
-    return datasets.load_dataset(builder, data_files=[str(p) for p in paths], split="train", **dict(options))
-
-
 def load_glue(
     name: str,
     *,
@@ -132,9 +116,13 @@ def load_glue(
                     raise ValueError(
                         f"GLUE task {name!r}: data_files has no {split!r} entry (keys given: {sorted(data_files)})."
                     )
-                raw[split] = _local_split(name, split, data_files[key])
+                raw[split] = read_files(who=f"GLUE task {name!r}", split_name=split, paths=data_files[key])
             else:
-                raw[split] = _local_split(name, split, _files_in_hub_layout(name, data_dir, hub_split))
+                raw[split] = read_files(
+                    who=f"GLUE task {name!r}",
+                    split_name=split,
+                    paths=_files_in_hub_layout(name, data_dir, hub_split),
+                )
     converted = [
         to_contract_columns(
             task,

@@ -54,12 +54,27 @@ def builder_for(path: str, who: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return _BUILDERS[extension]
 
 
-def read_file(path: str | Path, who: str) -> datasets.Dataset:
-    path = str(path)
-    builder, options = builder_for(path, who)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{who}: file {path!r} does not exist.")
-    return datasets.load_dataset(builder, data_files=path, split="train", **dict(options))
+def read_files(paths: str | Path | list[str | Path], who: str, split_name: str) -> datasets.Dataset:
+    """One split from one or more files of the same format, via ``datasets.load_dataset``."""
+    paths = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not paths:
+        raise ValueError(f"{who}, split {split_name!r}: no files given.")
+    builders = {builder_for(path, who) for path in paths}
+    if len(builders) > 1:
+        raise ValueError(
+            f"{who}, split {split_name!r}: the files mix formats {sorted(b[0] for b in builders)}."
+        )
+    ((builder, options),) = builders
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{who}, split {split_name!r}: file {path!r} does not exist.")
+    try:
+        return datasets.load_dataset(builder, data_files=paths, split="train", **dict(options))
+    except ValueError as error:
+        # datasets refuses files without rows ('Instruction "train" corresponds to no data!').
+        if "no data" not in str(error):
+            raise
+        raise ValueError(f"{who}, split {split_name!r}: the split has no examples ({paths}).") from error
 
 
 def _resolve_kind(spec: dict[str, Any]) -> TaskKind:
@@ -130,7 +145,7 @@ def load_user_task(spec: dict[str, Any]) -> tuple[Task, datasets.Dataset, datase
     text_column = spec.get("text_column", "text")
     label_column = spec.get("label_column", "label")
     who = f"Task {name!r}"
-    raw = {split: read_file(spec[f"{split}_file"], who) for split in ("train", "validation")}
+    raw = {split: read_files(spec[f"{split}_file"], who, split) for split in ("train", "validation")}
     task_fields = {
         key: spec[key] for key in ("label_names", "num_labels", "metrics", "role", "weight") if key in spec
     }

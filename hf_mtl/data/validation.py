@@ -78,6 +78,8 @@ def _first_row(mask: np.ndarray) -> int:
 
 
 def _check_texts(where: str, column: str, data: pa.ChunkedArray) -> None:
+    if pa.types.is_null(data.type):
+        raise ValueError(f"{where}, column {column!r}: row 0 is empty (None), expected a string.")
     if not (pa.types.is_string(data.type) or pa.types.is_large_string(data.type)):
         raise ValueError(
             f"{where}, column {column!r}: expected strings, got Arrow type {data.type} "
@@ -90,6 +92,8 @@ def _check_texts(where: str, column: str, data: pa.ChunkedArray) -> None:
 
 def _numeric_labels(where: str, column: str, data: pa.ChunkedArray, expected: str) -> np.ndarray:
     """Labels as a numpy array; raises on non-numeric types and missing values."""
+    if pa.types.is_null(data.type):
+        raise ValueError(f"{where}, column {column!r}: row 0 has no label (None), expected {expected}.")
     if not (pa.types.is_integer(data.type) or pa.types.is_floating(data.type)):
         raise ValueError(
             f"{where}, column {column!r}: expected {expected}, got Arrow type {data.type} "
@@ -120,7 +124,7 @@ def _check_class_ids(
         if not_integral.any():
             at = _first_row(not_integral)
             raise ValueError(
-                f"{where}, column {column!r}: row {rows[at]} holds {labels[at]!r}, which is not an integer class id."
+                f"{where}, column {column!r}: row {rows[at]} holds {labels[at].item()!r}, which is not an integer class id."
             )
     valid = (labels >= 0) & (labels < num_labels)
     if allow_ignore:
@@ -145,7 +149,7 @@ def _check_regression_labels(where: str, column: str, data: pa.ChunkedArray) -> 
     if not_finite.any():
         row = _first_row(not_finite)
         raise ValueError(
-            f"{where}, column {column!r}: row {row} holds {labels[row]!r}, expected a finite number."
+            f"{where}, column {column!r}: row {row} holds {labels[row].item()!r}, expected a finite number."
         )
 
 
