@@ -6,4 +6,20 @@ from hf_mtl.combiners.registry import available_combiners, get_combiner, registe
 __all__ = ["Combiner", "available_combiners", "get_combiner", "register_combiner"]
 
 # Importing a method module registers it.
-from hf_mtl.combiners import linear  # noqa: E402,F401
+from hf_mtl.combiners import (  # noqa: E402,F401
+    aligned_mtl,
+    cagrad,
+    dwa,
+    famo,
+    gradnorm,
+    imtl_g,
+    linear,
+    mgda,
+    nash_mtl,
+    normalized,
+    pcgrad,
+    primary_auxiliary,
+    rlw,
+    uncertainty,
+    upgrad,
+)

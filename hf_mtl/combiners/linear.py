@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 
 from hf_mtl.combiners.base import Combiner
 from hf_mtl.combiners.registry import register_combiner
@@ -18,15 +19,16 @@ class Linear(Combiner):
     needs_gradients = False
 
     def __init__(self, weights: Sequence[float] | None = None) -> None:
+        super().__init__()
         self.weights = None if weights is None else [float(w) for w in weights]
+        if self.weights is not None:
+            bad = [i for i, w in enumerate(self.weights) if not math.isfinite(w)]
+            if bad:
+                raise ValueError(f"linear combiner: weight of task index {bad[0]} is {self.weights[bad[0]]}.")
 
-    def __call__(self, gram: torch.Tensor | None = None, losses: torch.Tensor | None = None) -> torch.Tensor:
-        ref = gram if gram is not None else losses
-        if ref is None:
-            raise ValueError("linear combiner needs `gram` or `losses` to know the number of tasks.")
-        num_tasks = ref.shape[0]
+    def compute_weights(self, gram: np.ndarray | None, losses: np.ndarray | None, num_tasks: int) -> np.ndarray:
         if self.weights is None:
-            return torch.ones(num_tasks, dtype=ref.dtype, device=ref.device)
+            return np.ones(num_tasks)
         if len(self.weights) != num_tasks:
             raise ValueError(f"linear combiner has {len(self.weights)} weights for {num_tasks} tasks.")
-        return torch.tensor(self.weights, dtype=ref.dtype, device=ref.device)
+        return np.asarray(self.weights)
