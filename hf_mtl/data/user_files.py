@@ -30,7 +30,7 @@ USER_FILE_KEYS = (
     "role",
     "weight",
 )
-_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 _BUILDERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     ".csv": ("csv", ()),
     ".tsv": ("csv", (("delimiter", "\t"),)),

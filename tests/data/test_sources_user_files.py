@@ -114,6 +114,16 @@ def test_tsv_regression_pair(tmp_path):
     assert list(data.train["label"]) == pytest.approx([4.6, 0.1])
 
 
+def test_compressed_csv_and_several_training_files(tmp_path):
+    rows = [{"review": text, "sentiment": label} for text, label in REVIEWS]
+    first = _csv(tmp_path / "part1.csv.gz", rows[:2])
+    second = _csv(tmp_path / "part2.csv.gz", rows[2:4])
+    spec = _spec({"train_file": [first, second], "validation_file": first}, label_names=LABELS)
+    data = load_task_data(spec)
+    assert list(data.train["text"]) == [text for text, _ in REVIEWS[:4]]
+    assert list(data.train["label"]) == [2, 0, 1, 2]
+
+
 def test_seq2seq_targets_are_text(tmp_path):
     rows = [
         {
