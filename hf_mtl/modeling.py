@@ -11,7 +11,8 @@ Duong et al. 2015, seed 004).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,6 +223,21 @@ class MultiTaskModel(PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.shared_encoders()[0].get_input_embeddings()
 
+    @contextlib.contextmanager
+    def capture_representations(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Collect the representations ``forward`` computes, as the very tensors the losses depend on.
+
+        Wrappers such as DDP re-emit a module's outputs through their own autograd nodes, so the
+        ``representations`` of a wrapped model's output are not on the path from ``z`` to the losses;
+        differentiating the losses with respect to the captured tensors is always right.
+        """
+        captured: dict[str, torch.Tensor] = {}
+        self._captured_representations = captured
+        try:
+            yield captured
+        finally:
+            self._captured_representations = None
+
     # --- computation --------------------------------------------------------------------------------
     def encode(self, inputs: Mapping[str, torch.Tensor], task: str | None = None) -> torch.Tensor:
         """Shared representation ``z`` (batch × tokens × hidden) of ``inputs``."""
@@ -294,6 +310,8 @@ class MultiTaskModel(PreTrainedModel):
                 loss, logits[name] = self.head_loss(name, z_task, inputs.get("attention_mask"), labels.get(name))
                 if loss is not None:
                     task_losses[name] = loss
+        if getattr(self, "_captured_representations", None) is not None:
+            self._captured_representations.update(representations)
         penalty = self.soft_sharing_penalty()
         total = None
         if task_losses:

@@ -280,19 +280,24 @@ class MultiTaskTrainer(Trainer):
 
     def _encoder_output_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """Gram of ``∂L_k/∂z`` (heads only), then one ordinary backward of ``Σ w_k L_k``."""
-        with self.compute_loss_context_manager():
+        module: MultiTaskModel = self.accelerator.unwrap_model(model)
+        with self.compute_loss_context_manager(), module.capture_representations() as representations:
             outputs = model(**inputs)
         losses = self._ordered_losses(outputs.task_losses)
-        groups = list(outputs.representations.values())
-        if SHARED_GROUP not in outputs.representations and len(self.tasks) > 1 and not self._warned_diagonal:
+        groups = list(representations.values())
+        if SHARED_GROUP not in representations and len(self.tasks) > 1 and not self._warned_diagonal:
             logger.warning(
                 "gradient_mode='encoder_output' with disjoint task data: each task's loss depends only on its own "
                 "examples' encoder outputs, so the Gram matrix is diagonal and the combiner sees only gradient "
                 "norms, not conflicts. Use gradient_mode='params' to see task conflicts."
             )
             self._warned_diagonal = True
+        # Gram of the effective-batch loss: micro-batch losses carry 1/(accumulation · world) each; the
+        # representation Grams of different micro-batches and ranks then simply add up.
         grad_scale = self._grad_scale()
-        gram = representation_gram([loss * grad_scale for loss in losses], groups) / (grad_scale * grad_scale)
+        share = self._micro_batch_scale() / self.args.world_size
+        gram = representation_gram([loss * grad_scale for loss in losses], groups)
+        gram = gram * (share / grad_scale) ** 2
         gram = all_reduce_sum(gram.to(losses.device)).cpu()
         self._running_gram = gram if self._running_gram is None else self._running_gram + gram
         self._step_losses += losses.detach().double().cpu() * self._micro_batch_scale()

@@ -136,20 +136,18 @@ def tokenize_task_dataset(
     max_length: int = 128,
     label_column: str = "label",
 ) -> datasets.Dataset:
-    """Tokenise ``text`` (+ ``text_pair``) and keep the model inputs plus ``labels``."""
+    """Tokenise ``text`` (+ ``text_pair`` when present, e.g. STS-B regression) and keep inputs + ``labels``."""
     if len(dataset) == 0:
         raise ValueError(f"Task {task.name!r} has no examples.")
-    for column in ("text", label_column) + (
-        ("text_pair",) if task.kind is TaskKind.SENTENCE_PAIR_CLASSIFICATION else ()
-    ):
+    pair = task.kind is TaskKind.SENTENCE_PAIR_CLASSIFICATION or "text_pair" in dataset.column_names
+    for column in ("text", label_column) + (("text_pair",) if pair else ()):
         if column not in dataset.column_names:
             raise ValueError(
                 f"Task {task.name!r}: column {column!r} is missing; the dataset has columns {dataset.column_names}."
             )
 
     def encode(rows: dict[str, list[Any]]) -> dict[str, Any]:
-        pair = rows["text_pair"] if task.kind is TaskKind.SENTENCE_PAIR_CLASSIFICATION else None
-        encoded = tokenizer(rows["text"], pair, truncation=True, max_length=max_length)
+        encoded = tokenizer(rows["text"], rows["text_pair"] if pair else None, truncation=True, max_length=max_length)
         encoded["labels"] = rows[label_column]
         return encoded
 

@@ -1,0 +1,73 @@
+"""Worker for the distributed tests: trains a tiny multi-task model and saves its parameters.
+
+Run under ``torchrun --nproc_per_node 2`` (gloo, CPU) or as a single process with gradient accumulation
+2; both see the same global batches, so both must reach the same parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import datasets
+import torch
+from transformers import AutoTokenizer
+
+from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
+from hf_mtl.combiners import Combiner, get_combiner
+from hf_mtl.data import tokenize_shared_dataset, tokenize_task_dataset
+
+TEXTS = ["a gripping film", "dull and long", "loved it", "no sense at all", "warm and charming", "tedious",
+         "superb direction", "worst this year", "funny and smart", "bored actors", "instant classic", "nothing works"]
+
+
+class InverseNorm(Combiner):
+    name = "inverse_norm"
+
+    def __call__(self, gram=None, losses=None):
+        return 1.0 / gram.diagonal().sqrt()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--encoder", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--mode", default="params")
+    parser.add_argument("--layout", default="disjoint")
+    parser.add_argument("--combiner", default="inverse_norm")
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    tokenizer = AutoTokenizer.from_pretrained(args.encoder)
+    tasks = [Task("polarity", num_labels=2), Task("size", num_labels=3)]
+    if args.layout == "disjoint":
+        raw = {"polarity": {"text": TEXTS, "label": [i % 2 for i in range(len(TEXTS))]},
+               "size": {"text": TEXTS[::-1], "label": [len(t) % 3 for t in TEXTS[::-1]]}}
+        train = {t.name: tokenize_task_dataset(t, datasets.Dataset.from_dict(raw[t.name]), tokenizer, 16) for t in tasks}
+    else:
+        texts = TEXTS + [t.upper() for t in TEXTS]  # 24 rows: 3 steps of a global batch of 8, no epoch wrap
+        raw = datasets.Dataset.from_dict({"text": texts, "label_polarity": [i % 2 for i in range(len(texts))],
+                                          "label_size": [len(t) % 3 for t in texts]})
+        train = tokenize_shared_dataset(tasks, raw, tokenizer, 16)
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(args.encoder, tasks)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    training_args = MultiTaskTrainingArguments(
+        output_dir=os.path.join(args.out, "run"), per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.accumulation, max_steps=args.steps, learning_rate=1e-3, report_to=[],
+        save_strategy="no", seed=0, use_cpu=True, sampling_strategy="uniform", gradient_mode=args.mode,
+        train_sampling_strategy="sequential", disable_tqdm=True, dataloader_num_workers=0, logging_steps=1)
+    combiner = InverseNorm() if args.combiner == "inverse_norm" else get_combiner(args.combiner)
+    trainer = MultiTaskTrainer(model, training_args, train_dataset=train, processing_class=tokenizer,
+                               combiner=combiner)
+    trainer.train()
+    if trainer.args.process_index == 0:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
+                   os.path.join(args.out, "params.pt"))
+        torch.save(initial, os.path.join(args.out, "initial.pt"))
+
+
+if __name__ == "__main__":
+    main()
