@@ -96,6 +96,7 @@ class MultiTaskTrainer(Trainer):
         self._log_count = 0
         self.last_step: dict[str, Any] = {}
         self._warned_diagonal = False
+        self._skip_pending = False
 
     # --- set-up ---------------------------------------------------------------------------------------
     def _check_dataset_tasks(self, dataset: Any, what: str, model: MultiTaskModel) -> None:
@@ -166,15 +167,44 @@ class MultiTaskTrainer(Trainer):
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """``Σ_k w_k L_k`` with loss-based weights (``linear``, ``uncertainty``, ``dwa``, ...).
+
+        A non-finite task loss follows ``nonfinite_policy``: ``raise``; ``skip_step`` (no backward through
+        it, and no parameter moves at this optimizer step); ``drop_task`` (the other tasks still train;
+        stateful combiners, whose state assumes every task, skip the step instead).
+        """
         outputs = model(**inputs)
         losses = self._ordered_losses(outputs.task_losses)
-        weights = self.combiner(None, losses.detach())
-        loss = (weights.to(losses.dtype) * losses).sum()
+        finite = torch.isfinite(losses.detach()).cpu()
+        if not bool(finite.all()):
+            bad = [n for n, ok in zip(self.task_names, finite.tolist(), strict=True) if not ok]
+            policy = self._nonfinite(bad)
+            if policy == "skip_step" or self.combiner.stateful:
+                self._skip_pending = True
+                loss = sum(p.sum() * 0.0 for p in self.accelerator.unwrap_model(model).heads.parameters())
+                return (loss, outputs) if return_outputs else loss
+            keep = finite.to(losses.device)
+            weights = torch.zeros_like(losses.detach())
+            weights[keep] = self.combiner(None, losses.detach()[keep]).to(losses.dtype)
+            loss = (weights[keep] * losses[keep]).sum()
+        else:
+            weights = self.combiner(None, losses.detach()).to(losses.dtype)
+            loss = (weights * losses).sum()
         if outputs.soft_sharing_penalty is not None:
             loss = loss + outputs.soft_sharing_penalty
         self._record_losses(losses)
-        self.last_step = {"weights": weights.detach()}
+        self.last_step = {"weights": weights.detach().double().cpu()}
         return (loss, outputs) if return_outputs else loss
+
+    def _nonfinite(self, bad_tasks: list[str]) -> str:
+        """Apply ``nonfinite_policy`` to tasks with a NaN/inf loss or gradient; returns the policy."""
+        message = (f"Step {self.state.global_step}: non-finite loss or gradient for task(s) {bad_tasks} "
+                   f"(policy nonfinite_policy={self.args.nonfinite_policy!r}).")
+        if self.args.nonfinite_policy == "raise":
+            raise FloatingPointError(message)
+        logger.warning(message)
+        self.last_step = {"skipped": self.args.nonfinite_policy == "skip_step", "nonfinite_tasks": bad_tasks}
+        return self.args.nonfinite_policy
 
     def _ordered_losses(self, task_losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
         missing = [n for n in self.task_names if n not in task_losses]
@@ -201,7 +231,11 @@ class MultiTaskTrainer(Trainer):
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
         if not self.combiner.needs_gradients:
-            return super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self._skip_pending and self.accelerator.sync_gradients:
+                self._skip_update(self.accelerator.unwrap_model(model))
+                self._skip_pending = False
+            return loss
         model.train()
         inputs = self._prepare_inputs(inputs)
         if self.gradient_mode == "params":
@@ -325,23 +359,21 @@ class MultiTaskTrainer(Trainer):
         finite = torch.isfinite(diag) & torch.isfinite(losses)
         active = present & finite & (diag > 0)
         bad = [self.task_names[i] for i in range(len(self.tasks)) if not bool(finite[i])]
-        if bad:
-            message = (f"Step {self.state.global_step}: non-finite loss or gradient for task(s) {bad} "
-                       f"(policy nonfinite_policy={self.args.nonfinite_policy!r}).")
-            if self.args.nonfinite_policy == "raise":
-                raise FloatingPointError(message)
-            logger.warning(message)
-            if self.args.nonfinite_policy == "skip_step":
-                self.last_step = {"skipped": True, "nonfinite_tasks": bad}
-                return None
+        if bad and (self._nonfinite(bad) == "skip_step" or self.combiner.stateful):
+            return None
         weights = torch.zeros(len(self.tasks), dtype=torch.float64)
         index = torch.nonzero(active).flatten()
         if len(index) == 0:
             self.last_step = {"skipped": True, "reason": "no task has a non-zero finite gradient"}
             return None
-        sub_gram = gram[index][:, index]
-        sub_losses = losses[index]
-        solved = self.combiner(sub_gram, losses=sub_losses).double().cpu()
+        if self.combiner.stateful and len(index) < len(self.tasks):
+            # Stateful combiners track every task: hand them the full Gram with the idle tasks' rows zeroed.
+            mask = active.double()
+            solved = self.combiner(gram.nan_to_num() * mask[:, None] * mask[None, :],
+                                   losses=torch.where(active, losses, torch.zeros_like(losses)))
+            solved = solved.double().cpu()[index]
+        else:
+            solved = self.combiner(gram[index][:, index], losses=losses[index]).double().cpu()
         if not torch.isfinite(solved).all():
             raise FloatingPointError(
                 f"Step {self.state.global_step}: combiner {self.combiner.name!r} returned non-finite weights "

@@ -70,11 +70,11 @@ class DataArguments:
 
 DEFAULTS = {
     "output_dir": "outputs/glue_mixture",
-    "max_steps": 300,
+    "max_steps": 200,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
     "learning_rate": 1e-4,
-    "warmup_steps": 30,
+    "warmup_steps": 20,
     "weight_decay": 0.01,
     "sampling_strategy": "temperature",
     "sampling_temperature": 2.0,
