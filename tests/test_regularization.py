@@ -71,7 +71,7 @@ def test_per_tensor_mode():
     torch.testing.assert_close(params[0].grad, torch.zeros_like(params[0]), rtol=0, atol=1e-14)
     torch.testing.assert_close(params[1].grad, before_second, rtol=0, atol=0)
     for p in params:
-        assert float((p.grad.double() * p.double()).sum()) >= -1e-12
+        assert float((p.grad.double() * p.detach().double()).sum()) >= -1e-12
 
 
 def test_zero_parameters_zero_gradients_and_missing_gradients():
