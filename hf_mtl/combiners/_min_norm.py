@@ -49,14 +49,21 @@ def min_norm_active_set(gram: np.ndarray, main: np.ndarray) -> np.ndarray:
     A zero Gram matrix (every gradient zero) has every feasible point optimal: the uniform weights on the
     main tasks are returned.
     """
+    scale = gram_scale(gram)
+    if scale <= 0.0:
+        return min_norm_from_factor(np.zeros((1, gram.shape[0])), main)
+    return min_norm_from_factor(gram_factor(gram / scale), main)
+
+
+def min_norm_from_factor(factor: np.ndarray, main: np.ndarray) -> np.ndarray:
+    """(P) for the vectors given as the columns of ``factor`` (any ``R`` with ``RᵀR = G``)."""
     main = np.asarray(main, dtype=bool)
     if not main.any():
         raise ValueError("The min-norm problem needs at least one main task.")
-    scale = gram_scale(gram)
+    scale = float(np.max(np.einsum("ij,ij->j", factor, factor)))
     if scale <= 0.0:
         return main / main.sum()
-    factor = gram_factor(gram / scale)
-    matrix = np.vstack([factor, main.astype(np.float64)[None, :]])
+    matrix = np.vstack([factor / np.sqrt(scale), main.astype(np.float64)[None, :]])
     target = np.zeros(matrix.shape[0])
     target[-1] = 1.0
     homogeneous = solve_nnls(matrix, target)

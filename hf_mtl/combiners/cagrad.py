@@ -12,9 +12,9 @@ itself (TorchJD's choice). ``c = 0`` is plain gradient averaging.
 Solver (exact, no cvxpy / SLSQP): with ``r = c||g_0||`` and ``||v|| = min_{s>0} (||v||²/(2s) + s/2)``, the dual
 equals ``min_s H(s)``, ``H(s) = min_w <g_w, g_0> + r||g_w||²/(2s) + rs/2``, a convex function of ``s`` whose
 derivative has the sign of ``s - ||g_{w(s)}||``. For fixed ``s`` the inner problem is a min-norm point: with
-``a² = r/s``, ``<g_w, g_0> + a²||g_w||²/2 = ½||Σ w_k (a g_k + g_0/a)||² - const``, whose Gram matrix
-``a²G + q1ᵀ + 1qᵀ + ||g_0||²/a²`` (``q = G·1/K``) follows from ``G`` alone; it is solved exactly by the active-set
-min-norm solver. The root ``s* = ||g_{w(s*)}||`` in ``[min-norm of the hull, max_k ||g_k||]`` is found by
+``a = √(r/s)``, ``<g_w, g_0> + a²||g_w||²/2 = ½||Σ w_k (a g_k + g_0/a)||² - const``: the min-norm point of the
+shifted vectors ``a g_k + g_0/a``. With a factor ``RᵀR = G`` (one eigendecomposition) their coordinates are
+``a R + (R·1/K)1ᵀ/a``, and the active-set min-norm solver (NNLS) solves it exactly. The root ``s* = ||g_{w(s*)}||`` in ``[min-norm of the hull, max_k ||g_k||]`` is found by
 Brent's method (``scipy.optimize.brentq``) to relative precision ``1e-12``; ``w(s*)`` is the dual optimum.
 
 If the optimum has ``g_w ≈ 0`` (the hull contains 0: Pareto-stationary) the weights are 0, as in TorchJD.
@@ -27,7 +27,7 @@ import math
 import numpy as np
 from scipy.optimize import brentq
 
-from hf_mtl.combiners._min_norm import gram_scale, min_norm_active_set
+from hf_mtl.combiners._min_norm import gram_factor, gram_scale, min_norm_from_factor
 from hf_mtl.combiners.base import Combiner
 from hf_mtl.combiners.registry import register_combiner
 
@@ -65,14 +65,15 @@ class CAGrad(Combiner):
             self.last_info = {"radius": 0.0}
             return mean / divisor
         everyone = np.ones(num_tasks, dtype=bool)
+        factor = gram_factor(gram)
+        mean_coordinates = factor @ mean
 
         def dual_weights(s: float) -> np.ndarray:
-            a_sq = radius / s
-            shifted = a_sq * gram + products[:, None] + products[None, :] + mean_norm_sq / a_sq
-            return min_norm_active_set(shifted, everyone)
+            a = math.sqrt(radius / s)
+            return min_norm_from_factor(a * factor + mean_coordinates[:, None] / a, everyone)
 
         def norm_of(w: np.ndarray) -> float:
-            return math.sqrt(max(float(w @ gram @ w), 0.0))
+            return float(np.linalg.norm(factor @ w))
 
         evaluations = 0
 
@@ -81,7 +82,7 @@ class CAGrad(Combiner):
             evaluations += 1
             return s - norm_of(dual_weights(s))
 
-        lower = max(norm_of(min_norm_active_set(gram, everyone)), STATIONARY)
+        lower = max(norm_of(min_norm_from_factor(factor, everyone)), STATIONARY)
         upper = math.sqrt(float(np.max(np.diag(gram))))
         if excess(lower) >= 0.0:  # ||g_w*|| ≤ lower
             if lower <= STATIONARY:

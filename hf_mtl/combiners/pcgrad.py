@@ -45,11 +45,13 @@ class PCGrad(Combiner):
         for task in range(num_tasks):
             coefficients = np.zeros(num_tasks)
             coefficients[task] = 1.0
-            others = np.delete(np.arange(num_tasks), task)
-            for other in self._generator.permutation(others):
-                product = float(gram[other] @ coefficients)  # <g_task^PC, g_other>
+            products = gram[task].copy()  # <g_task^PC, g_j> for every j, updated with each projection
+            for other in self._generator.permutation(np.delete(np.arange(num_tasks), task)).tolist():
+                product = products[other]
                 if product < 0.0 and diag[other] > 0.0:
-                    coefficients[other] -= product / diag[other]
+                    step = -product / diag[other]
+                    coefficients[other] += step
+                    products += step * gram[other]
                     projections += 1
             total += coefficients
         self.last_info = {"projections": projections}
