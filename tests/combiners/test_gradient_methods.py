@@ -182,6 +182,19 @@ def test_cagrad_is_primal_dual_optimal(c):
         assert primal >= np.min(jacobian @ mean) - 1e-12 * scale  # never worse than the average gradient
 
 
+def test_cagrad_support_closed_form_matches_the_bracketing_search(monkeypatch):
+    """The closed form on the NNLS support and the Brent safeguard find the same optimum."""
+    from hf_mtl.combiners import cagrad
+
+    rng = np.random.default_rng(13)
+    systems = [random_jacobian(rng, k, p, spread=1.5) for k, p in [(2, 3), (3, 2), (5, 9), (8, 4), (16, 40), (32, 20)]]
+    fast = [weights_of("cagrad", j, c=0.5, rescale=0) for j in systems]
+    monkeypatch.setattr(cagrad, "MAX_SUPPORT_ROUNDS", 0)
+    for jacobian, weights in zip(systems, fast, strict=True):
+        slow = weights_of("cagrad", jacobian, c=0.5, rescale=0)
+        np.testing.assert_allclose(weights @ jacobian, slow @ jacobian, atol=1e-8 * largest_norm(jacobian))
+
+
 def test_cagrad_rescale_and_c_zero():
     rng = np.random.default_rng(8)
     jacobian = random_jacobian(rng, 4, 6)
