@@ -5,13 +5,13 @@
 
 Variants (all on the K×K Gram matrix, never on the gradients themselves):
 
-* ``"frank_wolfe"`` (default): Frank–Wolfe with exact line search — the closed form between two vectors,
-  ``γ = <u - g_τ, u> / ||u - g_τ||²`` clipped to [0, 1], with ``τ = argmin_i <g_i, u>`` (Sener & Koltun,
-  Algorithm 2; article 001 eq. 18). Plain Frank–Wolfe converges sublinearly, so two standard refinements
-  make it reach a tight duality gap: away steps (Lacoste-Julien & Jaggi 2015, linearly convergent for
-  ``||Jᵀα||²``) and, when a step leaves the support unchanged, the exact minimiser over the affine hull of
-  the current face (kept only if it lies in the simplex and lowers ``||u||²``). Stops when the duality gap
-  ``<u, u - g_τ> ≤ tol·||u||²`` (i.e. every ``<u, g_i> ≥ (1 - tol)||u||²``) or at ``max_iter``.
+* ``"frank_wolfe"`` (default): Frank–Wolfe — add the vertex ``τ = argmin_i <g_i, u>`` (Sener & Koltun,
+  Algorithm 2; article 001 eq. 18) — with the exact line search carried out over all active vertices (Wolfe's
+  1976 minor cycle: the min-norm point of their affine hull, pulled back into the simplex along the segment if it
+  leaves it). With two active vertices this is the article's closed form ``γ = <u - g_τ, u> / ||u - g_τ||²``
+  clipped to [0, 1]. Plain Frank–Wolfe converges like 1/t; this terminates after finitely many steps. Stops when
+  the duality gap ``<u, u - g_τ> ≤ tol·||u||²`` (i.e. every ``<u, g_i> ≥ (1 - tol)||u||²``; plus a rounding
+  floor) or at ``max_iter``; ``last_info`` reports iterations, minor steps and the gap.
 * ``"averaged"``: the article's smoothed iteration, step ``1/(t+1)`` instead of the line search: ``α`` is the
   running average of the chosen vertices (article 001 eq. 12, the simplified Frank–Wolfe).
 * ``"softmax"``: ``α = softmax(β)`` and plain gradient descent on ``β`` with step ``lr`` (article 001,
