@@ -66,6 +66,23 @@ def test_weights_shape_dtype_device(name, dtype):
     assert isinstance(combiner.last_info, dict)
 
 
+def plain(value) -> bool:
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    return isinstance(value, list) and all(plain(v) for v in value)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_last_info_holds_plain_values(name):
+    """Diagnostics are for logging: plain Python values only (no NumPy scalars, no tensors)."""
+    jacobian = torch.randn(5, 8, dtype=torch.float64)
+    combiner = get_combiner(name)
+    for _ in range(2):
+        call(combiner, jacobian @ jacobian.T, torch.rand(5, dtype=torch.float64) + 0.5)
+        assert all(plain(v) for v in combiner.last_info.values()), combiner.last_info
+    assert repr(combiner).startswith(type(combiner).__name__ + "(")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("name", ALL)
 def test_gram_on_gpu(name):
