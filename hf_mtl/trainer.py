@@ -40,6 +40,7 @@ from hf_mtl.gradients import (
     unflatten_into_grads,
 )
 from hf_mtl.metrics import compute_metric
+from hf_mtl.regularization import apply_tuning_free_l2_
 from hf_mtl.modeling import SHARED_GROUP, MultiTaskModel
 from hf_mtl.tasks import Task, TaskKind
 from hf_mtl.training_args import MultiTaskTrainingArguments
@@ -235,13 +236,18 @@ class MultiTaskTrainer(Trainer):
             if self._skip_pending and self.accelerator.sync_gradients:
                 self._skip_update(self.accelerator.unwrap_model(model))
                 self._skip_pending = False
-            return loss
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        if self.gradient_mode == "params":
-            loss = self._params_step(model, inputs)
         else:
-            loss = self._encoder_output_step(model, inputs)
+            model.train()
+            inputs = self._prepare_inputs(inputs)
+            if self.gradient_mode == "params":
+                loss = self._params_step(model, inputs)
+            else:
+                loss = self._encoder_output_step(model, inputs)
+        if self.args.tuning_free_l2 and self.accelerator.sync_gradients:
+            # Weight decay as an auxiliary task that must not rise (article 003): g + relu(-<g,θ>)/||θ||²·θ,
+            # on the combined gradient of all trainable parameters, before clipping.
+            coefficient = apply_tuning_free_l2_(p for p in model.parameters() if p.requires_grad)
+            self.last_step["l2_coefficient"] = coefficient
         return loss
 
     def _params_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
@@ -411,6 +417,8 @@ class MultiTaskTrainer(Trainer):
             gram = self.last_step.get("gram")
             if gram is not None:
                 logs.update(gram_diagnostics(gram, self.task_names))
+            if "l2_coefficient" in self.last_step:
+                logs["l2_coefficient"] = float(self.last_step["l2_coefficient"])
         super().log(logs, start_time)
 
     # --- checkpoints ------------------------------------------------------------------------------------

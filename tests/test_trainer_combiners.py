@@ -89,3 +89,29 @@ def test_missing_combiner_state_is_an_error(tmp_path, tiny_encoder_dir, tokenize
                         max_steps=3)
     with pytest.raises(FileNotFoundError, match="no combiner_state.pt"):
         stateful.train(resume_from_checkpoint=str(checkpoint))
+
+
+@pytest.mark.parametrize("combiner", ["linear", "mgda"])
+def test_tuning_free_l2_keeps_the_update_from_growing_the_weights(combiner, tmp_path, tiny_encoder_dir, tokenizer,
+                                                                  three_tasks, three_task_data):
+    """After the correction, <g, θ> ≥ 0 on the final gradient, so a gradient step never grows ||θ||² (1st order)."""
+    model, trainer = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, combiner=combiner,
+                           tuning_free_l2=True, max_steps=1)
+    observed = {}
+
+    def capture(optimizer, *args, **kwargs):
+        params = [p for p in model.parameters() if p.grad is not None]
+        observed["inner"] = sum(float((p.grad.double() * p.detach().double()).sum()) for p in params)
+        observed["scale"] = sum(float(p.grad.double().norm() * p.detach().double().norm()) for p in params)
+
+    from transformers import TrainerCallback
+
+    class Probe(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            capture(None)
+
+    trainer.add_callback(Probe())
+    trainer.train()
+    assert observed["inner"] >= -1e-6 * observed["scale"]
+    logged = [e for e in trainer.state.log_history if "loss" in e][-1]
+    assert "l2_coefficient" in logged and logged["l2_coefficient"] >= 0
