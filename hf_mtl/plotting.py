@@ -253,7 +253,10 @@ def affinity_markdown(pairs: Sequence[PairAffinity]) -> str:
 
 # --- figures --------------------------------------------------------------------------------------------
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure  # Figure renders with the Agg canvas; pyplot is never touched
+    try:
+        from matplotlib.figure import Figure  # Figure renders with the Agg canvas; pyplot is never touched
+    except ImportError:
+        raise ImportError("hf_mtl.plotting draws with matplotlib: pip install 'hf_mtl[recipes]'.") from None
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
@@ -270,16 +273,24 @@ def _integer_steps(ax: Any) -> None:
 
 def plot_weights(history: RunHistory, path: str | os.PathLike) -> Path:
     """Combiner weights ``w_k`` at each logging step, one line per task."""
-    fig = _figure(7, 3.8)
+    fig = _figure(8, 3.8)
     ax = fig.add_subplot()
     for k, name in enumerate(history.tasks):
         ax.plot(history.steps, history.weight[:, k], label=name, **_line_style(len(history.steps)))
     ax.set(xlabel="optimizer step", ylabel="weight $w_k$", title="Combiner weights (last step of each logging interval)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     _integer_steps(ax)
     fig.savefig(path)
     return Path(path)
+
+
+def _plain_log_labels(ax: Any) -> None:
+    """Log-scale tick labels as plain numbers (0.5, 2, 40) rather than 5×10⁻¹."""
+    from matplotlib.ticker import LogFormatter
+
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _grid(k: int) -> tuple[int, int]:
@@ -314,14 +325,16 @@ def plot_losses(history: RunHistory, path: str | os.PathLike) -> Path:
 
 def plot_grad_norms(history: RunHistory, path: str | os.PathLike) -> Path:
     """Per-task gradient norms ``‖g_k‖ = √G_kk`` on a log scale."""
-    fig = _figure(7, 3.8)
+    fig = _figure(8, 3.8)
     ax = fig.add_subplot()
     for k, name in enumerate(history.tasks):
         ax.plot(history.steps, history.grad_norm[:, k], label=name, **_line_style(len(history.steps)))
     ax.set_yscale("log")
-    ax.set(xlabel="optimizer step", ylabel=r"$\|g_k\|$", title="Per-task gradient norms (shared parameters)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
+    _plain_log_labels(ax)
+    ax.set(xlabel="optimizer step", ylabel=r"$\|g_k\| = \sqrt{G_{kk}}$", title="Per-task gradient norms")
+    ax.grid(alpha=0.3, which="major")
+    ax.grid(alpha=0.1, which="minor")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     _integer_steps(ax)
     fig.savefig(path)
     return Path(path)
@@ -338,15 +351,15 @@ def _heatmap(ax: Any, matrix: np.ndarray, tasks: Sequence[str], cmap: str, vmin:
     k = len(tasks)
     ax.set_xticks(range(k), tasks, rotation=30, ha="right", fontsize="small")
     ax.set_yticks(range(k), tasks, fontsize="small")
-    middle = (vmin + vmax) / 2
     for i in range(k):
         for j in range(k):
             if mask_diagonal and i == j:
                 continue
             value = shown[i, j]
             text = "n/a" if np.isnan(value) else format(value, fmt)
-            strong = not np.isnan(value) and abs(value - middle) > 0.6 * (vmax - vmin) / 2
-            ax.text(j, i, text, ha="center", va="center", fontsize="small", color="white" if strong else "black")
+            red, green, blue, _ = image.cmap(image.norm(value)) if not np.isnan(value) else (1, 1, 1, 1)
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # ITU-R BT.601 luma
+            ax.text(j, i, text, ha="center", va="center", fontsize="small", color="white" if dark else "black")
     return image
 
 
