@@ -59,7 +59,7 @@ class DataArguments:
         metadata={"help": "Comma-separated task names: embedded (rotten_tomatoes, bible_paraphrase, debate_party) "
                           "or GLUE (sst2, mrpc, rte, qnli, qqp, cola, stsb, mnli, wnli)."},
     )
-    task_specs: Any = field(
+    task_specs: str | None = field(
         default=None,
         metadata={"help": "User tasks from local files: a JSON list of specs, or the path of a JSON/YAML file "
                           "holding one (keys: name, kind, train_file, validation_file, text_column, "
