@@ -9,13 +9,14 @@ from typing import Any
 from transformers import TrainingArguments
 
 from hf_mtl.data.mixture import SAMPLING_STRATEGIES
+from hf_mtl.masking.arguments import LossMaskingArguments
 
 GRADIENT_MODES = ("params", "encoder_output")
 NONFINITE_POLICIES = ("skip_step", "drop_task", "raise")
 
 
 @dataclass
-class MultiTaskTrainingArguments(TrainingArguments):
+class MultiTaskTrainingArguments(LossMaskingArguments, TrainingArguments):
     """Arguments of :class:`~hf_mtl.MultiTaskTrainer` (all of ``TrainingArguments`` plus the fields below).
 
     ``per_device_train_batch_size`` is the size of the whole multi-task batch; it is split into per-task
