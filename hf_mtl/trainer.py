@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Trainer
 from transformers.trainer_utils import speed_metrics
 
+from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint
 from hf_mtl.combiners import Combiner, get_combiner
 from hf_mtl.data.mixture import (
     MultiTaskBatchSampler,
@@ -39,6 +40,7 @@ from hf_mtl.gradients import (
     representation_gram,
     unflatten_into_grads,
 )
+from hf_mtl.masking.trainer import LossMaskingMixin
 from hf_mtl.metrics import compute_metric
 from hf_mtl.regularization import apply_tuning_free_l2_
 from hf_mtl.modeling import SHARED_GROUP, MultiTaskModel
@@ -50,7 +52,7 @@ logger = logging.getLogger(__name__)
 COMBINER_STATE_NAME = "combiner_state.pt"
 
 
-class MultiTaskTrainer(Trainer):
+class MultiTaskTrainer(LossMaskingMixin, Trainer):
     """Trainer for a :class:`~hf_mtl.MultiTaskModel`.
 
     Args:
@@ -60,6 +62,8 @@ class MultiTaskTrainer(Trainer):
             ``Dataset`` with a ``label_<task>`` column per task.
         eval_dataset: same layouts as ``train_dataset``.
         combiner: a ready :class:`~hf_mtl.combiners.Combiner`; by default built from ``args.combiner``.
+        clean_dataset: the trusted set of the ``loss_masking`` mode (:mod:`hf_mtl.masking`), laid out like
+            ``train_dataset``.
         Other arguments are those of ``transformers.Trainer``; ``processing_class`` must be the tokenizer.
     """
 
@@ -231,7 +235,9 @@ class MultiTaskTrainer(Trainer):
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
-        if not self.combiner.needs_gradients:
+        if self.loss_masker is not None:  # loss_masking='example'/'batch' (hf_mtl.masking)
+            loss = self._masked_training_step(model, inputs)
+        elif not self.combiner.needs_gradients:
             loss = super().training_step(model, inputs, num_items_in_batch)
             if self._skip_pending and self.accelerator.sync_gradients:
                 self._skip_update(self.accelerator.unwrap_model(model))
@@ -422,6 +428,24 @@ class MultiTaskTrainer(Trainer):
         super().log(logs, start_time)
 
     # --- checkpoints ------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """``Trainer.train``, resuming only from complete checkpoints.
+
+        ``resume_from_checkpoint=True`` picks the newest complete ``checkpoint-N`` (one left half-written
+        by a killed process is skipped with a warning); an explicit incomplete path is an error naming
+        what is missing.
+        """
+        needs = {"needs_optimizer": not self.args.save_only_model, "needs_combiner": self.combiner.stateful}
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, **needs)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in output directory {self.args.output_dir}.")
+        elif isinstance(resume_from_checkpoint, str):
+            problems = checkpoint_problems(resume_from_checkpoint, **needs)
+            if problems:
+                raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {'; '.join(problems)}.")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
         if self.combiner.stateful and self.args.should_save:
