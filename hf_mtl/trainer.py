@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Trainer
 from transformers.trainer_utils import speed_metrics
 
+from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint
 from hf_mtl.combiners import Combiner, get_combiner
 from hf_mtl.data.mixture import (
     MultiTaskBatchSampler,
@@ -41,8 +42,8 @@ from hf_mtl.gradients import (
 )
 from hf_mtl.masking.trainer import LossMaskingMixin
 from hf_mtl.metrics import compute_metric
-from hf_mtl.regularization import apply_tuning_free_l2_
 from hf_mtl.modeling import SHARED_GROUP, MultiTaskModel
+from hf_mtl.regularization import apply_tuning_free_l2_
 from hf_mtl.tasks import Task, TaskKind
 from hf_mtl.training_args import MultiTaskTrainingArguments
 
@@ -427,6 +428,24 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
         super().log(logs, start_time)
 
     # --- checkpoints ------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """``Trainer.train``, resuming only from complete checkpoints.
+
+        ``resume_from_checkpoint=True`` picks the newest complete ``checkpoint-N`` (one left half-written
+        by a killed process is skipped with a warning); an explicit incomplete path is an error naming
+        what is missing.
+        """
+        needs = {"needs_optimizer": not self.args.save_only_model, "needs_combiner": self.combiner.stateful}
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, **needs)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in output directory {self.args.output_dir}.")
+        elif isinstance(resume_from_checkpoint, str):
+            problems = checkpoint_problems(resume_from_checkpoint, **needs)
+            if problems:
+                raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {'; '.join(problems)}.")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
         if self.combiner.stateful and self.args.should_save:

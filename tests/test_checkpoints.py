@@ -1,0 +1,64 @@
+"""A run killed in the middle of saving a checkpoint resumes from the previous, complete one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint
+
+
+def build(tmp_path, encoder_dir, tasks, data, tokenizer, **overrides):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(encoder_dir, tasks)
+    args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, max_steps=4, learning_rate=1e-3,
+                report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="steps", save_steps=2,
+                sampling_strategy="uniform", dataloader_num_workers=0, combiner="uncertainty")
+    args.update(overrides)
+    return model, MultiTaskTrainer(model, MultiTaskTrainingArguments(**args), train_dataset=data,
+                                   processing_class=tokenizer)
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_killed_mid_save_resumes_from_previous_checkpoint(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                          three_task_data, monkeypatch):
+    straight, straight_trainer = build(tmp_path / "straight", tiny_encoder_dir, three_tasks, three_task_data, tokenizer)
+    straight_trainer.train()
+
+    _, dying = build(tmp_path / "run", tiny_encoder_dir, three_tasks, three_task_data, tokenizer)
+    original = MultiTaskTrainer._save_optimizer_and_scheduler
+
+    def die_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            raise Killed("process killed while writing the optimizer")
+        original(self, output_dir)
+
+    monkeypatch.setattr(MultiTaskTrainer, "_save_optimizer_and_scheduler", die_at_step_4)
+    with pytest.raises(Killed):
+        dying.train()
+    monkeypatch.setattr(MultiTaskTrainer, "_save_optimizer_and_scheduler", original)
+    out = tmp_path / "run" / "out"
+    assert "no optimizer.pt" in checkpoint_problems(str(out / "checkpoint-4"))
+    assert last_complete_checkpoint(str(out), needs_combiner=True) == str(out / "checkpoint-2")
+
+    resumed, trainer = build(tmp_path / "run", tiny_encoder_dir, three_tasks, three_task_data, tokenizer)
+    trainer.train(resume_from_checkpoint=True)
+    for (name, p), (_, q) in zip(straight.named_parameters(), resumed.named_parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_explicit_incomplete_checkpoint_names_what_is_missing(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                              three_task_data):
+    _, trainer = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, max_steps=2)
+    trainer.train()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2, "log_hist')
+    _, again = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, max_steps=3)
+    with pytest.raises(ValueError, match="trainer_state.json is truncated or corrupt"):
+        again.train(resume_from_checkpoint=str(checkpoint))
+    with pytest.raises(ValueError, match="No complete checkpoint"):
+        again.train(resume_from_checkpoint=True)
