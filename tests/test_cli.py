@@ -71,6 +71,7 @@ def test_plot_writes_to_out_and_prints_the_affinity_table(tmp_path, capsys):
     assert not (run / "plots").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and transformers
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("hf-mtl")
     if not script.is_file():
