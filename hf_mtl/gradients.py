@@ -77,7 +77,9 @@ class TaskGradientBuffer:
         Parameters no task's loss reached (e.g. an unused pooler) keep ``.grad = None``, as after a plain
         backward, so optimizers skip them.
         """
-        combined = (weights.to(self.jacobian.dtype).to(self.jacobian.device) @ self.jacobian) * scale
+        weights = weights.to(self.jacobian.dtype).to(self.jacobian.device)
+        rows = torch.nonzero(weights).flatten()  # rows left out may hold NaN: never multiply them by 0
+        combined = (weights[rows] @ self.jacobian[rows]) * scale
         offset = 0
         for param, touched in zip(self.params, self.touched, strict=True):
             n = param.numel()

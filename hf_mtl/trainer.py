@@ -94,6 +94,8 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
                 f"Combiner {self.combiner.name!r} combines gradients of shared parameters, but the model uses soft "
                 "sharing (no parameter is shared). Use hard sharing, or a loss-based combiner such as 'linear'."
             )
+        if self.combiner.needs_gradients and self.gradient_mode == "params":
+            check_params_mode_engine(self.is_fsdp_enabled, self.is_deepspeed_enabled)
         self._buffer: TaskGradientBuffer | None = None
         self._running_gram: torch.Tensor | None = None
         self._step_losses = torch.zeros(len(self.tasks), dtype=torch.float64)
@@ -190,8 +192,15 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
                 return (loss, outputs) if return_outputs else loss
             keep = finite.to(losses.device)
             weights = torch.zeros_like(losses.detach())
-            weights[keep] = self.combiner(None, losses.detach()[keep]).to(losses.dtype)
-            loss = (weights[keep] * losses[keep]).sum()
+            combiner = self.combiner.restricted(torch.nonzero(finite).flatten().tolist())
+            if combiner is None:
+                self._skip_pending = True
+                loss = sum(p.sum() * 0.0 for p in self.accelerator.unwrap_model(model).heads.parameters())
+                return (loss, outputs) if return_outputs else loss
+            weights[keep] = combiner(None, losses.detach()[keep]).to(losses.dtype)
+            # Sum the finite losses themselves: the stacked vector's backward would carry 0·NaN into the
+            # dropped task's graph.
+            loss = sum(weights[k] * outputs.task_losses[n] for k, n in enumerate(self.task_names) if finite[k])
         else:
             weights = self.combiner(None, losses.detach()).to(losses.dtype)
             loss = (weights * losses).sum()
@@ -321,6 +330,10 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
             self._skip_update(module)
         else:
             buffer.write_combination(weights)
+            for k, name in enumerate(self.task_names):
+                if not (torch.isfinite(gram[k, k]) and torch.isfinite(losses[k])):
+                    for param in module.task_specific_parameters(name):  # its head saw a NaN/inf loss
+                        param.grad = None
         buffer.reset()
         self._step_losses.zero_()
 
@@ -353,7 +366,9 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
         weights = self._solve(self._running_gram, step_losses, present=present)
         if weights is None:
             weights = torch.zeros(len(self.tasks), dtype=torch.float64)
-        total = (weights.to(losses.device, losses.dtype) * losses).sum() * self._micro_batch_scale()
+        used = torch.nonzero(weights).flatten().tolist()  # a NaN loss left out must not enter even as 0·NaN
+        total = sum((float(weights[k]) * outputs.task_losses[self.task_names[k]] for k in used), losses.new_zeros(()))
+        total = total * self._micro_batch_scale()
         if outputs.soft_sharing_penalty is not None:
             total = total + outputs.soft_sharing_penalty * self._micro_batch_scale()
         self.accelerator.backward(total)
@@ -385,7 +400,11 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
                                    losses=torch.where(active, losses, torch.zeros_like(losses)))
             solved = solved.double().cpu()[index]
         else:
-            solved = self.combiner(gram[index][:, index], losses=losses[index]).double().cpu()
+            combiner = self.combiner if len(index) == len(self.tasks) else self.combiner.restricted(index.tolist())
+            if combiner is None:
+                self.last_step = {"skipped": True, "reason": "no main task has a usable gradient"}
+                return None
+            solved = combiner(gram[index][:, index], losses=losses[index]).double().cpu()
         if not torch.isfinite(solved).all():
             raise FloatingPointError(
                 f"Step {self.state.global_step}: combiner {self.combiner.name!r} returned non-finite weights "
@@ -554,6 +573,17 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
                 if loss is not None and n > 0:
                     store["loss_sum"].append(float(loss) * n)
                     store["count"].append(n)
+
+
+def check_params_mode_engine(fsdp: bool, deepspeed: bool) -> None:
+    """``params`` mode needs whole parameters and its own gradient reduction: not FSDP or DeepSpeed."""
+    if fsdp or deepspeed:
+        engine = "FSDP" if fsdp else "DeepSpeed"
+        raise ValueError(
+            f"gradient_mode='params' is not supported under {engine}: per-task gradient buffers need whole, "
+            "unsharded parameters. Use gradient_mode='encoder_output' (its final backward is a plain backward "
+            "any engine runs) or a loss-based combiner."
+        )
 
 
 def _predictions(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

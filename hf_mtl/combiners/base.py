@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -79,6 +80,15 @@ class Combiner:
     def compute_weights(self, gram: np.ndarray | None, losses: np.ndarray | None, num_tasks: int) -> np.ndarray:
         """Weights in float64 from the validated float64 ``gram`` (symmetrised) and ``losses``."""
         raise NotImplementedError
+
+    def restricted(self, active: Sequence[int]) -> Combiner | None:
+        """The combiner for the sub-problem of the tasks ``active`` (sorted indices into the full task list).
+
+        The trainer leaves out of a step the tasks with no, a zero, or a non-finite gradient; combiners whose
+        options refer to task indices remap them here. ``None`` means the sub-problem has nothing to optimise
+        (the step is skipped). Stateful combiners are never restricted (the trainer skips such steps).
+        """
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         return {}

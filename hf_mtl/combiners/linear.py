@@ -26,6 +26,9 @@ class Linear(Combiner):
             if bad:
                 raise ValueError(f"linear combiner: weight of task index {bad[0]} is {self.weights[bad[0]]}.")
 
+    def restricted(self, active: Sequence[int]) -> Linear:
+        return self if self.weights is None else Linear([self.weights[i] for i in active])
+
     def compute_weights(self, gram: np.ndarray | None, losses: np.ndarray | None, num_tasks: int) -> np.ndarray:
         if self.weights is None:
             return np.ones(num_tasks)

@@ -102,6 +102,14 @@ class PrimaryAuxiliary(Combiner):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
 
+    def restricted(self, active: Sequence[int]) -> PrimaryAuxiliary | None:
+        """Main-task indices remapped to positions in ``active``; ``None`` when no main task is left."""
+        position = {task: i for i, task in enumerate(active)}
+        primary = [position[i] for i in self.primary if i in position]
+        if not primary:
+            return None
+        return PrimaryAuxiliary(primary=primary, solver=self.solver, tol=self.tol, max_iter=self.max_iter)
+
     def compute_weights(self, gram: np.ndarray | None, losses: np.ndarray | None, num_tasks: int) -> np.ndarray:
         if max(self.primary) >= num_tasks:
             raise ValueError(
