@@ -29,7 +29,7 @@ def threshold_mask(alignments: torch.Tensor, threshold: float = 0.0) -> torch.Te
         raise ValueError(f"alignments must have shape (B,), got {tuple(alignments.shape)}.")
     if not math.isfinite(threshold):
         raise ValueError(f"masking threshold must be finite, got {threshold}.")
-    return torch.isfinite(alignments) & (alignments >= threshold)
+    return torch.isfinite(alignments) & (alignments.double() >= threshold)  # no rounding of the threshold
 
 
 def keep_fraction_mask(alignments: torch.Tensor, keep_fraction: float) -> torch.Tensor:
