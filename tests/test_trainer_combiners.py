@@ -87,7 +87,7 @@ def test_missing_combiner_state_is_an_error(tmp_path, tiny_encoder_dir, tokenize
     checkpoint = tmp_path / "out" / "checkpoint-2"
     _, stateful = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, combiner="uncertainty",
                         max_steps=3)
-    with pytest.raises(FileNotFoundError, match="no combiner_state.pt"):
+    with pytest.raises(ValueError, match=r"Cannot resume from .*checkpoint-2: no combiner_state.pt"):
         stateful.train(resume_from_checkpoint=str(checkpoint))
 
 
