@@ -279,7 +279,7 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
                 sub_batch = inputs["task_batches"].get(name)
                 if sub_batch is None:
                     raise ValueError(f"Step {self.state.global_step}: task {name!r} has no sub-batch in this batch.")
-                with self.compute_loss_context_manager():
+                with self._autocast():
                     z = module.encode(sub_batch, task=name)
                     loss, _ = module.head_loss(name, z, sub_batch.get("attention_mask"), sub_batch["labels"])
                 self._accumulate_task_gradient(module, k, name, loss * scale, shared, retain_graph=False)
@@ -287,7 +287,7 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
         else:
             labels = inputs["labels"]
             module.check_tasks(list(labels))
-            with self.compute_loss_context_manager():
+            with self._autocast():
                 z = module.encode(inputs["inputs"])
                 task_losses = [
                     module.head_loss(n, z, inputs["inputs"].get("attention_mask"), labels[n])[0] for n in self.task_names
@@ -303,6 +303,11 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
             self._combine_params_gradients(module)
         weights = torch.tensor([t.weight for t in self.tasks], device=stacked.device, dtype=stacked.dtype)
         return (weights * stacked).sum() * self._micro_batch_scale()
+
+    def _autocast(self) -> Any:
+        """Mixed-precision autocast for computations that bypass the wrapped model's ``forward`` (which
+        accelerate patches with autocast), as the per-task ``encode``/``head_loss`` calls do."""
+        return self.accelerator.autocast()
 
     def _accumulate_task_gradient(
         self, module: MultiTaskModel, k: int, name: str, loss: torch.Tensor, shared: list[nn.Parameter],

@@ -35,7 +35,12 @@ def test_bf16_autocast_trains_with_mgda(mode, tmp_path, tiny_encoder_dir, tokeni
     model, trainer = make_trainer(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, bf16=True,
                                   combiner="mgda", gradient_mode=mode)
     before = [p.detach().clone() for p in model.encoder.parameters()]
+    seen_dtypes = set()
+    hook = model.encoder.encoder.layer[0].intermediate.dense.register_forward_hook(
+        lambda module, inputs, output: seen_dtypes.add(output.dtype))
     trainer.train()
+    hook.remove()
+    assert seen_dtypes == {torch.bfloat16}, seen_dtypes
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
     assert torch.isfinite(trainer.last_step["weights"]).all()
