@@ -123,7 +123,7 @@ class LossMasker:
         self._names: list[str] | None = None
         self._params: list[nn.Parameter] = []
         self._selected: list[int] = []
-        self._unit: list[torch.Tensor] | None = None  # ĝ on the selected parameters
+        self._clean: list[torch.Tensor] | None = None  # g_clean on the selected parameters
         self._clean_norm = 0.0
         self._clean_full: list[torch.Tensor | None] | None = None  # g_clean on every parameter (train_on_clean)
         self._refreshed = False
@@ -194,37 +194,42 @@ class LossMasker:
         with context():
             clean = self.per_example_loss(module, batch)
             loss = clean.total()
-        grads = torch.autograd.grad(loss * grad_scale, [self._params[i] for i in targets], allow_unused=True)
-        flat = torch.cat([
-            (g.float() / grad_scale if g is not None else torch.zeros(p.numel(), device=p.device)).reshape(-1)
-            for g, p in zip(grads, (self._params[i] for i in targets), strict=True)
-        ])
+        target_params = [self._params[i] for i in targets]
+        grads = torch.autograd.grad(loss * grad_scale, target_params, allow_unused=True)
+        pieces = [
+            (g.float() if grad_scale == 1.0 else g.float() / grad_scale) if g is not None
+            else torch.zeros_like(p, dtype=torch.float32)
+            for g, p in zip(grads, target_params, strict=True)
+        ]
         if _distributed():
+            flat = torch.cat([piece.reshape(-1) for piece in pieces])
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat.div_(dist.get_world_size())
-        pieces = dict(zip(targets, flat.split([self._params[i].numel() for i in targets]), strict=True))
-        selected = [pieces[i].view_as(self._params[i]) for i in self._selected]
-        squared = sum(float(piece.double().square().sum()) for piece in selected)
+            pieces = [part.view_as(p) for part, p in zip(flat.split([p.numel() for p in target_params]),
+                                                         target_params, strict=True)]
+        by_index = dict(zip(targets, pieces, strict=True))
+        selected = [by_index[i] for i in self._selected]
+        squared = sum(float(torch.dot(piece.reshape(-1), piece.reshape(-1))) for piece in selected)
         norm = math.sqrt(squared) if math.isfinite(squared) else math.nan
         self._clean_full = None
         if self.config.train_on_clean and math.isfinite(norm):
-            self._clean_full = [pieces[i].view_as(self._params[i]) for i in range(len(self._params))]
+            self._clean_full = pieces
         if not math.isfinite(norm) or norm == 0.0:
             what = "zero" if norm == 0.0 else "non-finite"
             self._skip_reason = f"clean gradient is {what} (clean loss {float(loss.detach()):.6g})"
-            self._unit = None
+            self._clean = None
             self._clean_norm = 0.0
             logger.warning("Step %d: %s; loss masking is skipped for this step.", step, self._skip_reason)
             return
         self._skip_reason = None
         self._clean_norm = norm
-        self._unit = [piece / norm for piece in selected]
+        self._clean = selected
 
-    def clean_direction(self) -> dict[str, torch.Tensor] | None:
-        """``{name: ĝ slice}`` of the current unit clean direction (``None`` while masking is skipped)."""
-        if self._unit is None:
+    def clean_gradient(self) -> dict[str, torch.Tensor] | None:
+        """``{name: g_clean slice}`` on the selected parameters (``None`` while masking is skipped)."""
+        if self._clean is None:
             return None
-        return {self._names[i]: t for i, t in zip(self._selected, self._unit, strict=True)}
+        return {self._names[i]: t for i, t in zip(self._selected, self._clean, strict=True)}
 
     # --- micro-batches ----------------------------------------------------------------------------------
     def micro_batch(
@@ -235,10 +240,11 @@ class LossMasker:
         Returns the plain (unmasked) loss of the micro-batch, detached.
         """
         self._check_bound(module)
-        direction = self.clean_direction() if self.config.granularity == "example" else None
+        direction = self.clean_gradient() if self.config.granularity == "example" else None
         with context():
             if direction is not None:
                 result, alignments = losses_and_alignments(module, self.per_example_loss, batch, direction)
+                alignments = alignments / self._clean_norm  # <∇ℓ_b, ĝ> with ĝ the unit clean direction
             else:
                 result, alignments = self.per_example_loss(module, batch), None
         keep = None
@@ -259,7 +265,10 @@ class LossMasker:
         grads = torch.autograd.grad(loss * scale, self._params, allow_unused=True)
         for param, grad in zip(self._params, grads, strict=True):
             if grad is not None:
-                param.grad = grad if param.grad is None else param.grad + grad
+                if param.grad is None:
+                    param.grad = grad
+                else:
+                    param.grad.add_(grad)
         return result.total().detach()
 
     def _keep(self, alignments: torch.Tensor) -> torch.Tensor:
@@ -275,8 +284,10 @@ class LossMasker:
         self._average_gradients()
         if self._clean_full is not None:
             for param, grad in zip(self._params, self._clean_full, strict=True):
-                addition = (grad * grad_scale).to(param.dtype)
-                param.grad = addition.clone() if param.grad is None else param.grad + addition
+                if param.grad is None:
+                    param.grad = (grad * grad_scale).to(param.dtype)
+                else:
+                    param.grad.add_(grad.to(param.dtype), alpha=grad_scale)
         record: dict[str, Any] = {"step": step, "skipped": self._skip_reason is not None}
         if self._skip_reason is not None:
             record["reason"] = self._skip_reason
@@ -314,23 +325,27 @@ class LossMasker:
 
     def _batch_rule(self) -> dict[str, Any]:
         """``u = g + λ g_clean`` on the selected parameters, ``λ`` from the primary/auxiliary combiner."""
-        if self._unit is None:
+        if self._clean is None:
             return {"lambda": 0.0, "clean_cosine": 0.0}
         params = [self._params[i] for i in self._selected]
-        main = torch.cat([(p.grad.double() if p.grad is not None else torch.zeros(p.numel(), dtype=torch.float64,
-                                                                                    device=p.device)).reshape(-1)
-                          for p in params])
-        clean = torch.cat([t.double().reshape(-1) for t in self._unit]) * self._clean_norm
-        if not bool(torch.isfinite(main).all()):
+        # Per-tensor float32 dot products summed in float64: two passes over the gradient, no flat copy.
+        main_squared = product = 0.0
+        for param, clean in zip(params, self._clean, strict=True):
+            if param.grad is not None:
+                grad = param.grad.reshape(-1).float()
+                main_squared += float(torch.dot(grad, grad))
+                product += float(torch.dot(grad, clean.reshape(-1)))
+        if not (math.isfinite(main_squared) and math.isfinite(product)):
             return {"lambda": 0.0, "clean_cosine": 0.0, "reason": "noisy gradient is non-finite"}
-        product = float(main @ clean)
-        gram = torch.tensor([[float(main @ main), product], [product, float(clean @ clean)]], dtype=torch.float64)
+        gram = torch.tensor([[main_squared, product], [product, self._clean_norm**2]], dtype=torch.float64)
         weights = self._combiner(gram)
         lam = float(weights[1])
         if lam > 0.0:
-            for param, unit in zip(params, self._unit, strict=True):
-                addition = (unit * (lam * self._clean_norm)).to(param.dtype)
-                param.grad = addition.clone() if param.grad is None else param.grad + addition
+            for param, clean in zip(params, self._clean, strict=True):
+                if param.grad is None:
+                    param.grad = (clean * lam).to(param.dtype)
+                else:
+                    param.grad.add_(clean.to(param.dtype), alpha=lam)
         denominator = math.sqrt(gram[0, 0].item() * gram[1, 1].item())
         return {"lambda": lam, "clean_cosine": product / denominator if denominator > 0 else 0.0}
 
@@ -375,4 +390,4 @@ class LossMasker:
         self.clean_batches.load_state_dict(state["clean_batches"])
         self._stream_before_refresh = state.get("before_last_refresh")
         self._refreshed = False
-        self._unit = None
+        self._clean = None
