@@ -61,12 +61,20 @@ def assert_same_parameters(a, b, rtol=1e-5, atol=1e-6):
 @pytest.mark.parametrize("mode", ["params", "encoder_output"])
 def test_engine_with_unit_weights_equals_summed_loss_step(mode, tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
                                                          three_task_data):
-    reference, _ = trained(tmp_path / "ref", tiny_encoder_dir, three_tasks, three_task_data, tokenizer)
+    # max_grad_norm small enough that clipping is active: it must act on the combined gradient, and the
+    # logged grad_norm must be the combined one (the same as the plain step's).
+    reference, ref_trainer = trained(tmp_path / "ref", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
+                                     max_grad_norm=0.05)
     engine, trainer = trained(tmp_path / "eng", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
-                              combiner=SumOfGradients(), gradient_mode=mode)
+                              combiner=SumOfGradients(), gradient_mode=mode, max_grad_norm=0.05)
     assert_same_parameters(reference, engine)
-    logged = [e for e in trainer.state.log_history if "loss" in e][0]
-    assert "weight_sentiment" in logged and "grad_norm_score" in logged and "cosine_sentiment__length" in logged
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    ref_logged = [e for e in ref_trainer.state.log_history if "loss" in e]
+    assert ref_logged[0]["grad_norm"] > 0.05
+    for ours, theirs in zip(logged, ref_logged, strict=True):
+        assert ours["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-4)
+    assert "weight_sentiment" in logged[0] and "grad_norm_score" in logged[0]
+    assert "cosine_sentiment__length" in logged[0]
 
 
 def test_params_gram_matches_brute_force_per_task_gradients(tiny_encoder_dir, tokenizer, three_tasks, three_task_data):
