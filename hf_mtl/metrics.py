@@ -6,6 +6,7 @@ metrics are therefore computed locally. Any other name is passed to ``evaluate.l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -73,4 +74,5 @@ def compute_metric(name: str, predictions: np.ndarray, references: np.ndarray) -
             f"evaluate.load({name!r}) failed: {err}"
         ) from err
     result = module.compute(predictions=predictions, references=references)
-    return {f"{name}_{k}" if k != name else k: float(v) for k, v in result.items() if np.isscalar(v)}
+    prefix = os.path.basename(name.rstrip("/"))  # a local module folder's name, or the hub name
+    return {f"{prefix}_{k}" if k != prefix else k: float(v) for k, v in result.items() if np.isscalar(v)}
