@@ -23,6 +23,7 @@ from hf_mtl.masking.per_example import (
     seq2seq_example_losses,
     sequence_classification_example_losses,
 )
+from hf_mtl.masking.report import MaskingTally, dataset_keys, example_keys
 from hf_mtl.masking.rules import keep_fraction_mask, keep_mask, threshold_mask
 from hf_mtl.masking.trainer import LossMaskingMixin, LossMaskingTrainer
 
@@ -37,9 +38,12 @@ __all__ = [
     "LossMaskingTrainingArguments",
     "MaskRecord",
     "MaskingConfig",
+    "MaskingTally",
     "PerExampleLoss",
+    "dataset_keys",
     "default_example_loss",
     "example_alignments",
+    "example_keys",
     "keep_fraction_mask",
     "keep_mask",
     "losses_and_alignments",

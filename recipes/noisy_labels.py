@@ -1,0 +1,223 @@
+#!/usr/bin/env python
+"""Sentiment with noisy labels and a small clean set: plain training vs gradient-guided loss masking.
+
+Rotten-tomatoes reviews (embedded, real) get symmetric label noise at ``--noise_rate`` (default 40%: that
+share of the training examples, drawn at random, gets a label drawn uniformly from the *other* classes). A
+``--clean_size``-example subset held apart from the noisy pool keeps its true labels. The same MiniLM
+classifier (same seed, same initial weights) is trained by each method in ``--methods``:
+
+* ``baseline``  — the noisy set only, no masking;
+* ``example``   — ``loss_masking="example"``: noisy examples whose gradient points against the clean gradient
+  are dropped from the loss (one JVP per batch);
+* ``batch``     — ``loss_masking="batch"``: noisy loss main, clean loss an auxiliary that must not rise;
+* ``noisy_plus_clean`` and ``clean_only`` (optional) — plain training on noisy ∪ clean, or on the clean set.
+
+Accuracy on the embedded validation split (500 reviews, never trained on) is reported for each. Since the
+recipe knows which examples it corrupted, ``noise_report.json`` gives how often corrupted and intact examples
+were masked (``masked_rate_corrupted``, ``masked_rate_intact``; example mode) next to ``metrics.json``.
+
+    python recipes/noisy_labels.py                                   # defaults, a few minutes on 2 cores
+    python recipes/noisy_labels.py --noise_rate 0.2 --max_steps 300 --output_dir outputs/noise20
+    accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml recipes/noisy_labels.py --use_cpu True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+import transformers
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
+
+from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+from hf_mtl.data import tokenize_task_dataset
+from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
+from hf_mtl.masking import MaskingTally
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("baseline", "example", "batch", "noisy_plus_clean", "clean_only")
+MASKING_MODE = {"example": "example", "batch": "batch"}
+
+
+@dataclass
+class NoisyLabelsArguments:
+    noise_rate: float = field(default=0.4, metadata={"help": "Share of noisy-pool examples whose label is replaced "
+                                                             "by another class (symmetric noise)."})
+    clean_size: int = field(default=300, metadata={"help": "Trusted examples held apart, labels intact."})
+    max_train_samples: int | None = field(default=2000, metadata={"help": "Size of the noisy pool (None: all)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap the 500-review test split."})
+    max_seq_length: int = field(default=64)
+    methods: str = field(default="baseline,example,batch",
+                         metadata={"help": f"Comma-separated, from {', '.join(METHODS)}."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Encoder; default: the embedded MiniLM."})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noise_rate < 1.0:
+            raise ValueError(f"noise_rate must lie in [0, 1), got {self.noise_rate}.")
+        if self.clean_size < 1:
+            raise ValueError(f"clean_size must be ≥ 1 (the masking modes need a clean set), got {self.clean_size}.")
+        unknown = [m for m in self.method_list if m not in METHODS]
+        if unknown or not self.method_list:
+            raise ValueError(f"Unknown method(s) {unknown} in --methods {self.methods!r}; choose from {METHODS}.")
+
+    @property
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+
+DEFAULTS = {
+    "output_dir": "outputs/noisy_labels",
+    "max_steps": 150,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "learning_rate": 5e-5,
+    "warmup_steps": 15,
+    "weight_decay": 0.01,
+    "logging_steps": 25,
+    "save_strategy": "no",
+    "eval_strategy": "no",
+    "report_to": "none",
+    "seed": 42,
+    "masking_clean_batch_size": 16,
+}
+
+
+def parse_args(argv: list[str]) -> tuple[NoisyLabelsArguments, MultiTaskTrainingArguments]:
+    parser = HfArgumentParser((NoisyLabelsArguments, MultiTaskTrainingArguments))
+    defaults = [f"--{key}={value}" for key, value in DEFAULTS.items()]
+    return parser.parse_args_into_dataclasses(args=defaults + argv)
+
+
+def corrupt_labels(labels: np.ndarray, num_labels: int, rate: float, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric noise: ``round(rate·n)`` examples, drawn without replacement, get a uniformly random other class."""
+    corrupted = np.zeros(len(labels), dtype=bool)
+    corrupted[rng.choice(len(labels), size=round(rate * len(labels)), replace=False)] = True
+    shift = rng.integers(1, num_labels, size=len(labels))
+    noisy = np.where(corrupted, (labels + shift) % num_labels, labels)
+    return noisy, corrupted
+
+
+def build_data(args: NoisyLabelsArguments, seed: int) -> tuple[Any, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    splits = load_rotten_tomatoes()
+    task = splits.tasks[0]
+    rng = np.random.default_rng(seed)
+    pool = splits.train.iloc[rng.permutation(len(splits.train))].reset_index(drop=True)
+    if args.clean_size >= len(pool):
+        raise ValueError(f"clean_size={args.clean_size} leaves no noisy examples out of {len(pool)}.")
+    clean = pool.iloc[: args.clean_size].reset_index(drop=True)
+    noisy = pool.iloc[args.clean_size:].reset_index(drop=True)
+    if args.max_train_samples is not None:
+        noisy = noisy.iloc[: args.max_train_samples].reset_index(drop=True)
+    labels, corrupted = corrupt_labels(noisy["label"].to_numpy(), task.num_labels, args.noise_rate, rng)
+    noisy = noisy.assign(true_label=noisy["label"], label=labels, corrupted=corrupted)
+    test = splits.validation
+    if args.max_eval_samples is not None:
+        test = test.iloc[: args.max_eval_samples]
+    return task, noisy, clean, test
+
+
+def tokenize(task: Any, frame: pd.DataFrame, tokenizer: Any, max_length: int) -> datasets.Dataset:
+    return tokenize_task_dataset(task, datasets.Dataset.from_pandas(frame[["text", "label"]], preserve_index=False),
+                                 tokenizer, max_length)
+
+
+def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskTrainingArguments, task: Any,
+              encoder: str, tokenizer: Any, data: dict[str, datasets.Dataset], tally: MaskingTally
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    mode = MASKING_MODE.get(method, "none")
+    run_args = dataclasses.replace(training_args, loss_masking=mode,
+                                   output_dir=os.path.join(training_args.output_dir, method))
+    set_seed(run_args.seed)
+    model = MultiTaskModel.from_encoder(encoder, [task])
+    train = {"noisy_plus_clean": datasets.concatenate_datasets([data["noisy"], data["clean"]]),
+             "clean_only": data["clean"]}.get(method, data["noisy"])
+    trainer = MultiTaskTrainer(model, run_args, train_dataset={task.name: train},
+                               eval_dataset={task.name: data["test"]},
+                               clean_dataset={task.name: data["clean"]} if mode != "none" else None,
+                               processing_class=tokenizer)
+    if mode == "example":
+        trainer.add_masking_observer(tally)
+    start = time.time()
+    trainer.train()
+    wall = time.time() - start
+    evaluation = trainer.evaluate()
+    result = {"accuracy": evaluation[f"eval_{task.name}_accuracy"], "macro_f1": evaluation[f"eval_{task.name}_macro_f1"],
+              "train_wall_time_s": round(wall, 1)}
+    report: dict[str, Any] = {"loss_masking": mode}
+    if mode == "example":
+        tally.all_reduce()
+        report.update(tally.report())
+        fractions = [e["masked_fraction"] for e in trainer.state.log_history if "masked_fraction" in e]
+        report["mean_logged_masked_fraction"] = float(np.mean(fractions)) if fractions else None
+    else:
+        report.update(masked_rate_corrupted=None, masked_rate_intact=None)
+    if mode == "batch":
+        logged = [e for e in trainer.state.log_history if "masking_lambda" in e]
+        report["mean_lambda"] = float(np.mean([e["masking_lambda"] for e in logged])) if logged else None
+        report["constrained_step_fraction"] = (float(np.mean([e["masking_active_fraction"] for e in logged]))
+                                               if logged else None)
+    return result, report
+
+
+def results_table(metrics: dict[str, dict[str, Any]], reports: dict[str, dict[str, Any]], seed: int,
+                  noise_rate: float) -> str:
+    def fmt(value: Any) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = ["| method | seed | noise rate | accuracy | masked_rate_corrupted | masked_rate_intact | train wall s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for method, result in metrics.items():
+        report = reports[method]
+        lines.append(f"| {method} | {seed} | {noise_rate:.2f} | {result['accuracy']:.4f} | "
+                     f"{fmt(report.get('masked_rate_corrupted'))} | {fmt(report.get('masked_rate_intact'))} | "
+                     f"{result['train_wall_time_s']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.disable_progress_bars()
+    encoder = args.model_name_or_path or embedded_encoder_path()
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    task, noisy, clean, test = build_data(args, training_args.seed)
+    data = {"noisy": tokenize(task, noisy, tokenizer, args.max_seq_length),
+            "clean": tokenize(task, clean, tokenizer, args.max_seq_length),
+            "test": tokenize(task, test, tokenizer, args.max_seq_length)}
+    metrics: dict[str, dict[str, Any]] = {}
+    reports: dict[str, dict[str, Any]] = {}
+    for method in args.method_list:
+        tally = MaskingTally.from_dataset(data["noisy"], np.where(noisy["corrupted"], "flipped", "intact"))
+        metrics[method], reports[method] = train_one(method, args, training_args, task, encoder, tokenizer, data, tally)
+        logger.info("%s: %s %s", method, metrics[method], reports[method])
+    noise = {"seed": training_args.seed, "noise_rate": args.noise_rate, "noise": "symmetric label noise",
+             "noisy_examples": len(noisy), "corrupted_examples": int(noisy["corrupted"].sum()),
+             "clean_examples": len(clean), "test_examples": len(test), "max_steps": training_args.max_steps,
+             "methods": reports}
+    table = results_table(metrics, reports, training_args.seed, args.noise_rate)
+    if training_args.process_index == 0:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
+            json.dump(metrics, handle, indent=1)
+        with open(os.path.join(training_args.output_dir, "noise_report.json"), "w", encoding="utf-8") as handle:
+            json.dump(noise, handle, indent=1)
+        with open(os.path.join(training_args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
+            handle.write(table + "\n")
+        print(table)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
