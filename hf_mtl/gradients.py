@@ -31,7 +31,8 @@ class TaskGradientBuffer:
             raise ValueError("No shared parameters: per-task gradient combination needs a shared encoder.")
         self.params = list(shared_params)
         first = self.params[0]
-        self.jacobian = torch.zeros(num_tasks, _flat_numel(self.params), device=first.device, dtype=torch.float32)
+        self.jacobian = torch.empty(num_tasks, _flat_numel(self.params), device=first.device, dtype=torch.float32)
+        # A row is written (copy) by its first micro-batch and accumulated (add) after: no zeroing pass.
         self.seen = torch.zeros(num_tasks, dtype=torch.bool)
         self.touched = [False] * len(self.params)
 
@@ -42,12 +43,19 @@ class TaskGradientBuffer:
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
         """Add one task's gradient (aligned with the shared parameters; ``None`` means zero)."""
         row = self.jacobian[task_index]
+        first = not bool(self.seen[task_index])
         offset = 0
         for i, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
             n = param.numel()
+            target = row[offset : offset + n]
             if grad is not None:
-                row[offset : offset + n].add_(grad.reshape(-1).to(row.dtype))
+                if first:
+                    target.copy_(grad.reshape(-1))
+                else:
+                    target.add_(grad.reshape(-1).to(row.dtype))
                 self.touched[i] = True
+            elif first:
+                target.zero_()
             offset += n
         self.seen[task_index] = True
 
@@ -56,6 +64,7 @@ class TaskGradientBuffer:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return extra
         world = dist.get_world_size()
+        self._zero_unseen_rows()  # this rank's unwritten rows must add zeros, not stale memory
         pieces = [self.jacobian.reshape(-1)] + ([extra.to(self.jacobian.dtype)] if extra is not None else [])
         flat = torch.cat(pieces)
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
@@ -68,7 +77,8 @@ class TaskGradientBuffer:
         return None if extra is None else flat[n:].to(extra.dtype)
 
     def gram(self) -> torch.Tensor:
-        """``G = J Jᵀ`` in float64 (one matmul)."""
+        """``G = J Jᵀ`` in float64 (one matmul); rows of tasks not seen this step are zero."""
+        self._zero_unseen_rows()
         return (self.jacobian @ self.jacobian.T).double()
 
     def write_combination(self, weights: torch.Tensor, scale: float = 1.0) -> None:
@@ -79,15 +89,23 @@ class TaskGradientBuffer:
         """
         weights = weights.to(self.jacobian.dtype).to(self.jacobian.device)
         rows = torch.nonzero(weights).flatten()  # rows left out may hold NaN: never multiply them by 0
-        combined = (weights[rows] @ self.jacobian[rows]) * scale
+        if len(rows) == self.num_tasks:
+            combined = weights @ self.jacobian
+        else:
+            combined = weights[rows] @ self.jacobian.index_select(0, rows)
+        if scale != 1.0:
+            combined.mul_(scale)
         offset = 0
         for param, touched in zip(self.params, self.touched, strict=True):
             n = param.numel()
             param.grad = combined[offset : offset + n].view_as(param).to(param.dtype) if touched else None
             offset += n
 
+    def _zero_unseen_rows(self) -> None:
+        for k in torch.nonzero(~self.seen).flatten().tolist():
+            self.jacobian[k].zero_()
+
     def reset(self) -> None:
-        self.jacobian.zero_()
         self.seen.zero_()
         self.touched = [False] * len(self.params)
 
