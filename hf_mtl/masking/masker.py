@@ -71,7 +71,11 @@ class MaskingConfig:
 
 @dataclass
 class MaskRecord:
-    """One micro-batch's decisions (on CPU), handed to observers: ``keep[b]`` is False for a masked example."""
+    """One micro-batch's decisions (on CPU), handed to observers: ``keep[b]`` is False for a masked example.
+
+    On a step whose masking was skipped (zero or non-finite ``g_clean``) the alignments are NaN and every
+    example is kept.
+    """
 
     step: int
     alignments: torch.Tensor
@@ -292,7 +296,7 @@ class LossMasker:
         if self._skip_reason is not None:
             record["reason"] = self._skip_reason
         if self.config.granularity == "batch":
-            record.update(self._batch_rule())
+            record.update(self._batch_rule(grad_scale))
         else:
             kept, total = self._kept, self._total
             if _distributed():
@@ -323,8 +327,12 @@ class LossMasker:
         for param, piece, flag in zip(self._params, pieces, touched.tolist(), strict=True):
             param.grad = piece.view_as(param).to(param.dtype).clone() if flag > 0 else None
 
-    def _batch_rule(self) -> dict[str, Any]:
-        """``u = g + λ g_clean`` on the selected parameters, ``λ`` from the primary/auxiliary combiner."""
+    def _batch_rule(self, grad_scale: float) -> dict[str, Any]:
+        """``u = g + λ g_clean`` on the selected parameters, ``λ`` from the primary/auxiliary combiner.
+
+        ``.grad`` holds ``g`` times the loss scale and ``g_clean`` is unscaled, so the ``λ`` solved here is in
+        scaled units and ``λ g_clean`` lands on ``.grad`` correctly scaled; the recorded ``λ`` is unscaled.
+        """
         if self._clean is None:
             return {"lambda": 0.0, "clean_cosine": 0.0}
         params = [self._params[i] for i in self._selected]
@@ -347,7 +355,7 @@ class LossMasker:
                 else:
                     param.grad.add_(clean.to(param.dtype), alpha=lam)
         denominator = math.sqrt(gram[0, 0].item() * gram[1, 1].item())
-        return {"lambda": lam, "clean_cosine": product / denominator if denominator > 0 else 0.0}
+        return {"lambda": lam / grad_scale, "clean_cosine": product / denominator if denominator > 0 else 0.0}
 
     # --- logging ------------------------------------------------------------------------------------------
     def _reset_window(self) -> None:

@@ -199,8 +199,11 @@ class LossMaskingMixin:
         return self._masked_training_step(model, inputs)
 
     def _masking_grad_scale(self) -> float:
+        """The GradScaler's current scale (1 without one); scaling a one also creates the scale on first use."""
         scaler = getattr(self.accelerator, "scaler", None)
-        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+        if scaler is None or not scaler.is_enabled():
+            return 1.0
+        return float(scaler.scale(torch.ones((), device=self.args.device)))
 
     def _masked_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """One micro-batch of the masking mode; the optimizer step's bookends run on its first and last."""

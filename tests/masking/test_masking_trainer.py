@@ -107,6 +107,25 @@ def test_batch_mode_equals_primary_auxiliary_closed_form(tmp_path, tiny_encoder_
     assert logged and logged[0]["masking_active_fraction"] == 1.0
 
 
+@pytest.mark.parametrize("mode", ["example", "batch"])
+def test_a_loss_scale_scales_the_update_but_not_the_masks(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean,
+                                                          mode, monkeypatch):
+    """With a GradScaler's scale s, .grad holds s·(the unscaled update) for the scaler to unscale."""
+    results = {}
+    for scale in (1.0, 1024.0):
+        model, trainer = make_trainer(tmp_path / str(scale), tiny_encoder_dir, tokenizer, noisy, clean,
+                                      loss_masking=mode)
+        monkeypatch.setattr(trainer, "_masking_grad_scale", lambda s=scale: s)
+        trainer.current_gradient_accumulation_steps = 1
+        trainer.training_step(model, next(iter(trainer.get_train_dataloader())))
+        grads = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+        results[scale] = (grads, dict(trainer.loss_masker.last_step))
+    (grads_1, step_1), (grads_s, step_s) = results[1.0], results[1024.0]
+    torch.testing.assert_close(grads_s, grads_1 * 1024.0, rtol=1e-4, atol=1e-6)
+    key = "masked_fraction" if mode == "example" else "lambda"
+    assert step_s[key] == pytest.approx(step_1[key], rel=1e-4)
+
+
 def test_keeping_every_example_is_plain_training(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean):
     masked_model, masked = make_trainer(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean, max_steps=3,
                                         masking_keep_fraction=1.0)
