@@ -80,7 +80,7 @@ DEFAULTS = {
     "max_steps": 150,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 64,
-    "learning_rate": 5e-5,
+    "learning_rate": 1e-4,
     "warmup_steps": 15,
     "weight_decay": 0.01,
     "logging_steps": 25,
