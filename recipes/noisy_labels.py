@@ -132,6 +132,29 @@ def tokenize(task: Any, frame: pd.DataFrame, tokenizer: Any, max_length: int) ->
                                  tokenizer, max_length)
 
 
+class LabelAgreement:
+    """Observer: per micro-batch, how well the noisy label alone explains the mask.
+
+    ``max(P(keep = [label = c]))`` over the classes ``c`` of a binary task: 1.0 when the mask keeps exactly
+    one class, about 0.5 when it is independent of the label. Masks that follow the class instead of the
+    corruption show up here even when they average out over the run. Counts this process's micro-batches only.
+    """
+
+    def __init__(self, task_name: str) -> None:
+        self.task_name = task_name
+        self.values: list[float] = []
+
+    def __call__(self, batch: dict[str, Any], record: Any) -> None:
+        labels = batch["task_batches"][self.task_name]["labels"].cpu()
+        keep = record.keep
+        self.values.append(max(float((keep == (labels == c)).float().mean()) for c in labels.unique().tolist())
+                           if labels.unique().numel() == 2 else float("nan"))
+
+    def mean(self) -> float | None:
+        values = [v for v in self.values if v == v]
+        return float(np.mean(values)) if values else None
+
+
 def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskTrainingArguments, task: Any,
               encoder: str, tokenizer: Any, data: dict[str, datasets.Dataset], tally: MaskingTally
               ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -146,8 +169,10 @@ def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskT
                                eval_dataset={task.name: data["test"]},
                                clean_dataset={task.name: data["clean"]} if mode != "none" else None,
                                processing_class=tokenizer)
+    agreement = LabelAgreement(task.name)
     if mode == "example":
         trainer.add_masking_observer(tally)
+        trainer.add_masking_observer(agreement)
     start = time.time()
     trainer.train()
     wall = time.time() - start
@@ -158,6 +183,7 @@ def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskT
     if mode == "example":
         tally.all_reduce()
         report.update(tally.report())
+        report["mask_label_agreement"] = agreement.mean()
         fractions = [e["masked_fraction"] for e in trainer.state.log_history if "masked_fraction" in e]
         report["mean_logged_masked_fraction"] = float(np.mean(fractions)) if fractions else None
     else:

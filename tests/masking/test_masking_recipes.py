@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--max_steps", "3", "--logging_steps", "1", "--use_cpu", "True", "--disable_tqdm", "True",
@@ -102,3 +103,21 @@ def test_noisy_labels_under_accelerate_launch_on_two_processes(tmp_path, tiny_en
     example = json.loads((out / "noise_report.json").read_text())["methods"]["example"]
     # two ranks × 8 examples × 3 steps, all counted after the all-reduce
     assert example["decisions_flipped"] + example["decisions_intact"] == 2 * 3 * 8
+
+
+def test_label_agreement_tells_class_following_masks_from_label_blind_ones():
+    recipe = load_recipe("noisy_labels")
+    from hf_mtl.masking import MaskRecord
+
+    agreement = recipe.LabelAgreement("sentiment")
+    labels = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
+
+    def observe(keep: list[bool], batch_labels: torch.Tensor = labels) -> None:
+        batch = {"task_batches": {"sentiment": {"labels": batch_labels}}}
+        agreement(batch, MaskRecord(step=0, alignments=torch.zeros(len(keep)), keep=torch.tensor(keep)))
+
+    observe([False, True, False, True, True, False, False, True])  # keeps exactly class 1
+    observe([True, True, False, False, True, True, False, False])  # half of each class
+    observe([True, False], torch.tensor([1, 1]))  # one class only: no agreement defined
+    assert agreement.values[:2] == [1.0, 0.5] and agreement.values[2] != agreement.values[2]
+    assert agreement.mean() == 0.75
