@@ -121,3 +121,23 @@ def test_label_agreement_tells_class_following_masks_from_label_blind_ones():
     observe([True, False], torch.tensor([1, 1]))  # one class only: no agreement defined
     assert agreement.values[:2] == [1.0, 0.5] and agreement.values[2] != agreement.values[2]
     assert agreement.mean() == 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_noisy_nmt_under_accelerate_launch_on_two_processes(tmp_path, tiny_encoder_dir):
+    out = tmp_path / "nmt"
+    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
+               str(ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml"), str(ROOT / "recipes" / "noisy_nmt.py"),
+               "--model_name_or_path", tiny_encoder_dir, "--max_train_samples", "40", "--clean_size", "8",
+               "--max_test_samples", "8", "--decoder_layers", "1", "--generation_max_length", "8",
+               "--methods", "example,batch", "--output_dir", str(out), *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"copy_source", "example", "batch"}  # written once, by the main process
+    example = json.loads((out / "noise_report.json").read_text())["methods"]["example"]
+    # two ranks × 8 pairs × 3 steps, all counted after the all-reduce
+    assert example["decisions_intact"] + example["decisions_misaligned"] == 2 * 3 * 8
