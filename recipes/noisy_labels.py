@@ -24,7 +24,6 @@ were masked (``masked_rate_corrupted``, ``masked_rate_intact``; example mode) ne
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -42,6 +41,13 @@ from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data import tokenize_task_dataset
 from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
 from hf_mtl.masking import MaskingTally
+from hf_mtl.recipes.noisy_data import (
+    check_clean_size,
+    format_value,
+    masking_report,
+    parse_methods,
+    write_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +70,8 @@ class NoisyLabelsArguments:
     def __post_init__(self) -> None:
         if not 0.0 <= self.noise_rate < 1.0:
             raise ValueError(f"noise_rate must lie in [0, 1), got {self.noise_rate}.")
-        if self.clean_size < 1:
-            raise ValueError(f"clean_size must be ≥ 1 (the masking modes need a clean set), got {self.clean_size}.")
-        unknown = [m for m in self.method_list if m not in METHODS]
-        if unknown or not self.method_list:
-            raise ValueError(f"Unknown method(s) {unknown} in --methods {self.methods!r}; choose from {METHODS}.")
-
-    @property
-    def method_list(self) -> list[str]:
-        return [m.strip() for m in self.methods.split(",") if m.strip()]
+        check_clean_size(self.clean_size)
+        self.method_list = parse_methods(self.methods, METHODS)
 
 
 DEFAULTS = {
@@ -179,34 +178,20 @@ def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskT
     evaluation = trainer.evaluate()
     result = {"accuracy": evaluation[f"eval_{task.name}_accuracy"], "macro_f1": evaluation[f"eval_{task.name}_macro_f1"],
               "train_wall_time_s": round(wall, 1)}
-    report: dict[str, Any] = {"loss_masking": mode}
+    report = masking_report(mode, trainer.state.log_history, tally)
     if mode == "example":
-        tally.all_reduce()
-        report.update(tally.report())
         report["mask_label_agreement"] = agreement.mean()
-        fractions = [e["masked_fraction"] for e in trainer.state.log_history if "masked_fraction" in e]
-        report["mean_logged_masked_fraction"] = float(np.mean(fractions)) if fractions else None
-    else:
-        report.update(masked_rate_corrupted=None, masked_rate_intact=None)
-    if mode == "batch":
-        logged = [e for e in trainer.state.log_history if "masking_lambda" in e]
-        report["mean_lambda"] = float(np.mean([e["masking_lambda"] for e in logged])) if logged else None
-        report["constrained_step_fraction"] = (float(np.mean([e["masking_active_fraction"] for e in logged]))
-                                               if logged else None)
     return result, report
 
 
 def results_table(metrics: dict[str, dict[str, Any]], reports: dict[str, dict[str, Any]], seed: int,
                   noise_rate: float) -> str:
-    def fmt(value: Any) -> str:
-        return "–" if value is None else f"{value:.3f}"
-
     lines = ["| method | seed | noise rate | accuracy | masked_rate_corrupted | masked_rate_intact | train wall s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for method, result in metrics.items():
         report = reports[method]
         lines.append(f"| {method} | {seed} | {noise_rate:.2f} | {result['accuracy']:.4f} | "
-                     f"{fmt(report.get('masked_rate_corrupted'))} | {fmt(report.get('masked_rate_intact'))} | "
+                     f"{format_value(report.get('masked_rate_corrupted'))} | {format_value(report.get('masked_rate_intact'))} | "
                      f"{result['train_wall_time_s']} |")
     return "\n".join(lines)
 
@@ -234,14 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
              "methods": reports}
     table = results_table(metrics, reports, training_args.seed, args.noise_rate)
     if training_args.process_index == 0:
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        with open(os.path.join(training_args.output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, indent=1)
-        with open(os.path.join(training_args.output_dir, "noise_report.json"), "w", encoding="utf-8") as handle:
-            json.dump(noise, handle, indent=1)
-        with open(os.path.join(training_args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
-            handle.write(table + "\n")
-        print(table)
+        write_outputs(training_args.output_dir, metrics, noise, table)
     return metrics
 
 

@@ -28,7 +28,6 @@ how often corrupted and intact pairs were masked.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -57,6 +56,13 @@ from hf_mtl.masking import (
     LossMaskingTrainingArguments,
     MaskingTally,
     seq2seq_example_losses,
+)
+from hf_mtl.recipes.noisy_data import (
+    check_clean_size,
+    format_value,
+    masking_report,
+    parse_methods,
+    write_outputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -122,15 +128,8 @@ class NoisyNMTArguments:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}.")
         if sum(rates.values()) > 1.0:
             raise ValueError(f"The noise rates {rates} add up to more than 1; each kind needs its own examples.")
-        if self.clean_size < 1:
-            raise ValueError(f"clean_size must be ≥ 1 (the masking modes need a clean set), got {self.clean_size}.")
-        unknown = [m for m in self.method_list if m not in METHODS]
-        if unknown or not self.method_list:
-            raise ValueError(f"Unknown method(s) {unknown} in --methods {self.methods!r}; choose from {METHODS}.")
-
-    @property
-    def method_list(self) -> list[str]:
-        return [m.strip() for m in self.methods.split(",") if m.strip()]
+        check_clean_size(self.clean_size)
+        self.method_list = parse_methods(self.methods, METHODS)
 
 
 DEFAULTS = {
@@ -320,17 +319,7 @@ def train_one(method: str, args: NoisyNMTArguments, training_args: LossMaskingTr
     start = time.time()
     trainer.train()
     wall = time.time() - start
-    report: dict[str, Any] = {"loss_masking": mode, "masked_rate_corrupted": None, "masked_rate_intact": None}
-    if mode == "example":
-        tally.all_reduce()
-        report.update(tally.report())
-        fractions = [e["masked_fraction"] for e in trainer.state.log_history if "masked_fraction" in e]
-        report["mean_logged_masked_fraction"] = float(np.mean(fractions)) if fractions else None
-    if mode == "batch":
-        logged = [e for e in trainer.state.log_history if "masking_lambda" in e]
-        report["mean_lambda"] = float(np.mean([e["masking_lambda"] for e in logged])) if logged else None
-        report["constrained_step_fraction"] = (float(np.mean([e["masking_active_fraction"] for e in logged]))
-                                               if logged else None)
+    report = masking_report(mode, trainer.state.log_history, tally)
     result = None
     if trainer.is_world_process_zero():  # generation runs once, on the main process
         module = trainer.accelerator.unwrap_model(trainer.model)
@@ -346,16 +335,14 @@ def train_one(method: str, args: NoisyNMTArguments, training_args: LossMaskingTr
 
 def results_table(metrics: dict[str, dict[str, Any]], reports: dict[str, dict[str, Any]], seed: int,
                   noise: dict[str, float]) -> str:
-    def fmt(value: Any) -> str:
-        return "–" if value is None else f"{value:.3f}"
-
     rates = ", ".join(f"{k.removesuffix('_rate')} {v:.2f}" for k, v in noise.items() if v)
     lines = ["| method | seed | noise | BLEU | chrF | test token loss | masked_rate_corrupted | masked_rate_intact "
              "| train wall s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, result in metrics.items():
         report = reports.get(method, {})
         lines.append(f"| {method} | {seed} | {rates or 'none'} | {result['bleu']:.2f} | {result['chrf']:.2f} | "
-                     f"{fmt(result.get('test_token_loss'))} | {fmt(report.get('masked_rate_corrupted'))} | {fmt(report.get('masked_rate_intact'))} | "
+                     f"{format_value(result.get('test_token_loss'))} | {format_value(report.get('masked_rate_corrupted'))} | "
+                     f"{format_value(report.get('masked_rate_intact'))} | "
                      f"{result.get('train_wall_time_s', '–')} |")
     return "\n".join(lines)
 
@@ -388,14 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
              "max_steps": training_args.max_steps, "methods": reports}
     if training_args.process_index == 0:
         table = results_table(metrics, reports, training_args.seed, noise_rates)
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        with open(os.path.join(training_args.output_dir, "metrics.json"), "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, indent=1)
-        with open(os.path.join(training_args.output_dir, "noise_report.json"), "w", encoding="utf-8") as handle:
-            json.dump(noise, handle, indent=1)
-        with open(os.path.join(training_args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
-            handle.write(table + "\n")
-        print(table)
+        write_outputs(training_args.output_dir, metrics, noise, table)
     return metrics
 
 
