@@ -35,7 +35,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import transformers
-from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, set_seed
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data import tokenize_task_dataset
@@ -46,6 +46,7 @@ from hf_mtl.recipes.noisy_data import (
     format_value,
     masking_report,
     parse_methods,
+    parse_with_defaults,
     write_outputs,
 )
 
@@ -92,9 +93,7 @@ DEFAULTS = {
 
 
 def parse_args(argv: list[str]) -> tuple[NoisyLabelsArguments, MultiTaskTrainingArguments]:
-    parser = HfArgumentParser((NoisyLabelsArguments, MultiTaskTrainingArguments))
-    defaults = [f"--{key}={value}" for key, value in DEFAULTS.items()]
-    return parser.parse_args_into_dataclasses(args=defaults + argv)
+    return parse_with_defaults((NoisyLabelsArguments, MultiTaskTrainingArguments), DEFAULTS, argv)
 
 
 def corrupt_labels(labels: np.ndarray, num_labels: int, rate: float, rng: np.random.Generator

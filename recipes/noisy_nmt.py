@@ -46,7 +46,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     EncoderDecoderModel,
-    HfArgumentParser,
     set_seed,
 )
 
@@ -62,6 +61,7 @@ from hf_mtl.recipes.noisy_data import (
     format_value,
     masking_report,
     parse_methods,
+    parse_with_defaults,
     write_outputs,
 )
 
@@ -149,9 +149,7 @@ DEFAULTS = {
 
 
 def parse_args(argv: list[str]) -> tuple[NoisyNMTArguments, LossMaskingTrainingArguments]:
-    parser = HfArgumentParser((NoisyNMTArguments, LossMaskingTrainingArguments))
-    defaults = [f"--{key}={value}" for key, value in DEFAULTS.items()]
-    return parser.parse_args_into_dataclasses(args=defaults + argv)
+    return parse_with_defaults((NoisyNMTArguments, LossMaskingTrainingArguments), DEFAULTS, argv)
 
 
 def split_verses(args: NoisyNMTArguments) -> tuple[pd.DataFrame, pd.DataFrame]:
