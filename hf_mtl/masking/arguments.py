@@ -39,6 +39,12 @@ class LossMaskingArguments:
         default=False,
         metadata={"help": "Also train on the clean batch (its gradient is added to every update)."},
     )
+    masking_balance_labels: bool = field(
+        default=False,
+        metadata={"help": "Example mode, classification: compare against Σ_c g_c/||g_c||, each class's clean "
+                          "gradient at unit length, instead of g_clean, so that the masks do not just follow the "
+                          "class while the model's class prior is off (an extension of Wang et al.'s rule)."},
+    )
     masking_clean_batch_size: int | None = field(
         default=None,
         metadata={"help": "Clean examples per device for g_clean (default: per_device_train_batch_size)."},
@@ -73,6 +79,9 @@ class LossMaskingArguments:
                 "masking_train_on_clean trains on a clean batch at every step, so g_clean is fresh at every step: "
                 f"masking_refresh_steps must be 1, got {self.masking_refresh_steps}."
             )
+        if self.masking_balance_labels and self.loss_masking == "batch":
+            raise ValueError("masking_balance_labels applies to loss_masking='example'; batch mode constrains the "
+                             "clean loss itself.")
         if self.masking_clean_batch_size is not None and int(self.masking_clean_batch_size) < 1:
             raise ValueError(f"masking_clean_batch_size must be ≥ 1, got {self.masking_clean_batch_size}.")
         if self.masking_parameters is not None:

@@ -34,7 +34,8 @@ from torch import nn
 from hf_mtl.combiners import get_combiner
 from hf_mtl.masking.alignment import losses_and_alignments
 from hf_mtl.masking.clean_data import CleanBatchStream
-from hf_mtl.masking.per_example import PerExampleLoss
+from hf_mtl.masking.label_groups import label_groups
+from hf_mtl.masking.per_example import ExampleLosses, PerExampleLoss
 from hf_mtl.masking.rules import keep_mask
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,14 @@ class MaskingConfig:
     keep_fraction: float | None = None
     train_on_clean: bool = False
     parameters: str | None = None
+    balance_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"Masking granularity must be one of {GRANULARITIES}, got {self.granularity!r}.")
+        if self.balance_labels and self.granularity != "example":
+            raise ValueError("masking_balance_labels shapes the direction example masking compares against; batch "
+                             "mode constrains the clean loss itself and does not use it.")
 
     @classmethod
     def from_args(cls, args: Any) -> MaskingConfig:
@@ -66,6 +71,7 @@ class MaskingConfig:
             keep_fraction=args.masking_keep_fraction,
             train_on_clean=bool(args.masking_train_on_clean),
             parameters=args.masking_parameters,
+            balance_labels=bool(args.masking_balance_labels),
         )
 
 
@@ -194,25 +200,22 @@ class LossMasker:
             self._stream_before_refresh = stream.state_dict()
             batch = self.prepare_batch(stream.next_batch())
         self._refreshed = True
-        targets = list(range(len(self._params))) if self.config.train_on_clean else self._selected
         with context():
             clean = self.per_example_loss(module, batch)
             loss = clean.total()
-        target_params = [self._params[i] for i in targets]
-        grads = torch.autograd.grad(loss * grad_scale, target_params, allow_unused=True)
-        pieces = [
-            (g.float() if grad_scale == 1.0 else g.float() / grad_scale) if g is not None
-            else torch.zeros_like(p, dtype=torch.float32)
-            for g, p in zip(grads, target_params, strict=True)
-        ]
-        if _distributed():
-            flat = torch.cat([piece.reshape(-1) for piece in pieces])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            flat.div_(dist.get_world_size())
-            pieces = [part.view_as(p) for part, p in zip(flat.split([p.numel() for p in target_params]),
-                                                         target_params, strict=True)]
-        by_index = dict(zip(targets, pieces, strict=True))
-        selected = [by_index[i] for i in self._selected]
+        balanced = None
+        if self.config.balance_labels:
+            groups, num_groups = label_groups(module, batch)
+            balanced = self._balanced_direction(clean, groups, num_groups, grad_scale,
+                                                retain_graph=self.config.train_on_clean)
+        targets = list(range(len(self._params))) if self.config.train_on_clean else self._selected
+        pieces = self._clean_gradient(loss, targets, grad_scale) if balanced is None or self.config.train_on_clean \
+            else []
+        if balanced is not None:
+            selected = balanced
+        else:
+            by_index = dict(zip(targets, pieces, strict=True))
+            selected = [by_index[i] for i in self._selected]
         squared = sum(float(torch.dot(piece.reshape(-1), piece.reshape(-1))) for piece in selected)
         norm = math.sqrt(squared) if math.isfinite(squared) else math.nan
         self._clean_full = None
@@ -228,6 +231,42 @@ class LossMasker:
         self._skip_reason = None
         self._clean_norm = norm
         self._clean = selected
+
+    def _flat_gradient(self, loss: torch.Tensor, params: list[nn.Parameter], grad_scale: float,
+                       retain_graph: bool = False) -> torch.Tensor:
+        """``∇loss`` over ``params``, flattened, float32, with the loss scale divided out (zeros where unused)."""
+        grads = torch.autograd.grad(loss * grad_scale, params, allow_unused=True, retain_graph=retain_graph)
+        return torch.cat([
+            ((g.float() if grad_scale == 1.0 else g.float() / grad_scale) if g is not None
+             else torch.zeros_like(p, dtype=torch.float32)).reshape(-1)
+            for g, p in zip(grads, params, strict=True)
+        ])
+
+    def _clean_gradient(self, loss: torch.Tensor, targets: list[int], grad_scale: float) -> list[torch.Tensor]:
+        """``g_clean`` on the ``targets`` parameters, averaged over ranks."""
+        params = [self._params[i] for i in targets]
+        flat = self._flat_gradient(loss, params, grad_scale)
+        if _distributed():
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat.div_(dist.get_world_size())
+        return [part.view_as(p) for part, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
+
+    def _balanced_direction(self, clean: ExampleLosses, groups: torch.Tensor, num_groups: int, grad_scale: float,
+                            retain_graph: bool) -> list[torch.Tensor]:
+        """``Σ_c g_c/‖g_c‖`` on the selected parameters, ``g_c`` the clean gradient of label group ``c`` summed
+        over ranks (an empty group adds nothing; a non-finite one makes the result non-finite)."""
+        params = [self._params[i] for i in self._selected]
+        per_group = torch.zeros(num_groups, sum(p.numel() for p in params), device=params[0].device)
+        present = sorted(set(groups[groups >= 0].tolist()))
+        for position, group in enumerate(present):
+            weights = torch.where(groups == group, clean.weights, torch.zeros_like(clean.weights))
+            per_group[group] = self._flat_gradient((clean.losses * weights.to(clean.losses.dtype)).sum(), params,
+                                                   grad_scale, retain_graph or position < len(present) - 1)
+        if _distributed():
+            dist.all_reduce(per_group, op=dist.ReduceOp.SUM)
+        norms = per_group.norm(dim=1, keepdim=True)
+        direction = torch.where(norms > 0, per_group / norms, per_group).sum(dim=0)
+        return [part.view_as(p) for part, p in zip(direction.split([p.numel() for p in params]), params, strict=True)]
 
     def clean_gradient(self) -> dict[str, torch.Tensor] | None:
         """``{name: g_clean slice}`` on the selected parameters (``None`` while masking is skipped)."""

@@ -22,6 +22,7 @@ REVIEWS = ["a gripping film", "dull and long", "loved it", "no sense at all", "w
 MODES = {
     "example_threshold": {"loss_masking": "example"},
     "example_keep_fraction": {"loss_masking": "example", "masking_keep_fraction": 0.5},
+    "example_balanced": {"loss_masking": "example", "masking_balance_labels": True},
     "batch": {"loss_masking": "batch"},
 }
 
@@ -40,7 +41,7 @@ def main() -> None:
     noisy_labels = [1 - y if i % 4 == 3 else y for i, y in enumerate(truth)]  # every fourth label flipped
     noisy = tokenize_task_dataset(task, datasets.Dataset.from_dict({"text": REVIEWS, "label": noisy_labels}),
                                   tokenizer, 16)
-    clean = tokenize_task_dataset(task, datasets.Dataset.from_dict({"text": REVIEWS[::2], "label": truth[::2]}),
+    clean = tokenize_task_dataset(task, datasets.Dataset.from_dict({"text": REVIEWS[::3], "label": truth[::3]}),
                                   tokenizer, 16)
     for name, options in MODES.items():
         torch.manual_seed(0)

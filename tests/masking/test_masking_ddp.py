@@ -25,7 +25,7 @@ def run(cmd: list[str], cwd: Path) -> None:
 @pytest.mark.distributed
 def test_two_processes_mask_and_train_like_one_process(tmp_path, tiny_encoder_dir):
     """Per step: the same alignments and masks (rank 0's examples then rank 1's) and, after training, the same
-    parameters, in example mode (threshold and global keep fraction) and batch mode."""
+    parameters, in example mode (threshold, global keep fraction, label-balanced direction) and batch mode."""
     one, two = tmp_path / "one", tmp_path / "two"
     common = [str(WORKER), "--encoder", tiny_encoder_dir]
     run([sys.executable, *common, "--batch_size", "8", "--clean_batch_size", "4", "--out", str(one)], tmp_path)

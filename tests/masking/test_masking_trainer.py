@@ -82,6 +82,41 @@ def test_example_masked_step_equals_brute_force(tmp_path, tiny_encoder_dir, toke
 
 
 @pytest.mark.parametrize("train_on_clean", [False, True])
+def test_label_balanced_direction_masked_step_equals_brute_force(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean,
+                                                                 train_on_clean):
+    """masking_balance_labels: m_b = [<∇ℓ_b, Σ_c g_c/‖g_c‖> ≥ 0], g_c the gradient of class c's clean examples."""
+    model, trainer = make_trainer(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean, **SGD_ONE_STEP,
+                                  masking_balance_labels=True, masking_train_on_clean=train_on_clean)
+    noisy_batch, clean_batch = first_batches(trainer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = flat_params(params)
+    clean_result = multitask_example_losses(model, clean_batch)
+    labels = clean_batch["task_batches"]["sentiment"]["labels"]
+    assert set(labels.tolist()) == {0, 1}
+    direction = torch.zeros_like(before)
+    for c in (0, 1):
+        g_c = flat_gradient(torch.autograd.grad((clean_result.losses * clean_result.weights * (labels == c)).sum(),
+                                                params, allow_unused=True, retain_graph=True), params)
+        direction += g_c / g_c.norm()
+    g_clean = flat_gradient(torch.autograd.grad(clean_result.total(), params, allow_unused=True), params)
+    result = multitask_example_losses(model, noisy_batch)
+    jacobian = per_example_gradients(result.losses, params)
+    keep = (jacobian @ direction) >= 0
+    assert bool((keep != ((jacobian @ g_clean) >= 0)).any()), "balancing should change some decision here"
+    expected = (keep.double() * result.weights.double()) @ jacobian + (g_clean if train_on_clean else 0.0)
+
+    trainer.train()
+    torch.testing.assert_close(flat_params(params), before - 0.5 * expected, rtol=1e-4, atol=1e-6)
+    assert trainer.loss_masker.last_step["masked_fraction"] == pytest.approx(1 - float(keep.double().mean()))
+
+
+def test_label_balancing_is_rejected_in_batch_mode(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean):
+    with pytest.raises(ValueError, match="masking_balance_labels applies to loss_masking='example'"):
+        make_trainer(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean, loss_masking="batch",
+                     masking_balance_labels=True)
+
+
+@pytest.mark.parametrize("train_on_clean", [False, True])
 def test_batch_mode_equals_primary_auxiliary_closed_form(tmp_path, tiny_encoder_dir, tokenizer, train_on_clean):
     """u = g + λ g_clean with λ = relu(-<g, g_clean>)/||g_clean||² (g = g_noisy [+ g_clean])."""
     noisy = sentiment_dataset(tokenizer, 6, label=1)
