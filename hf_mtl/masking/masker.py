@@ -4,7 +4,8 @@ One optimizer step (possibly several accumulation micro-batches, possibly severa
 
 1. ``begin_step``: every ``refresh_steps`` steps draw a clean batch and set ``g_clean = ∇L_clean`` (averaged
    over ranks, so every rank holds the same vector). A zero or non-finite ``g_clean`` skips masking for the
-   step (logged), never producing NaN.
+   step (logged), never producing NaN. With ``balance_labels`` the example rule compares against
+   ``Σ_c g_c/‖g_c‖`` instead, ``g_c`` the clean gradient of label group ``c`` (:mod:`hf_mtl.masking.label_groups`).
 2. ``micro_batch``:
    * ``example`` granularity (Wang et al. 2021, arXiv 2102.13549): one JVP along ``ĝ = g_clean/||g_clean||``
      gives every alignment ``a_b = <∇ℓ_b, ĝ>`` together with the per-example losses; the rule
