@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_mtl.masking.per_example import IGNORE_INDEX
 from hf_mtl.tasks import TaskKind
 
-IGNORE_INDEX = -100
 SENTENCE_CLASSIFICATION = (TaskKind.SINGLE_SENTENCE_CLASSIFICATION, TaskKind.SENTENCE_PAIR_CLASSIFICATION)
 
 

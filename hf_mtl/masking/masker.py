@@ -204,17 +204,14 @@ class LossMasker:
         with context():
             clean = self.per_example_loss(module, batch)
             loss = clean.total()
-        balanced = None
+        targets = list(range(len(self._params))) if self.config.train_on_clean else self._selected
         if self.config.balance_labels:
             groups, num_groups = label_groups(module, batch)
-            balanced = self._balanced_direction(clean, groups, num_groups, grad_scale,
+            selected = self._balanced_direction(clean, groups, num_groups, grad_scale,
                                                 retain_graph=self.config.train_on_clean)
-        targets = list(range(len(self._params))) if self.config.train_on_clean else self._selected
-        pieces = self._clean_gradient(loss, targets, grad_scale) if balanced is None or self.config.train_on_clean \
-            else []
-        if balanced is not None:
-            selected = balanced
+            pieces = self._clean_gradient(loss, targets, grad_scale) if self.config.train_on_clean else []
         else:
+            pieces = self._clean_gradient(loss, targets, grad_scale)
             by_index = dict(zip(targets, pieces, strict=True))
             selected = [by_index[i] for i in self._selected]
         squared = sum(float(torch.dot(piece.reshape(-1), piece.reshape(-1))) for piece in selected)
@@ -258,7 +255,7 @@ class LossMasker:
         over ranks (an empty group adds nothing; a non-finite one makes the result non-finite)."""
         params = [self._params[i] for i in self._selected]
         per_group = torch.zeros(num_groups, sum(p.numel() for p in params), device=params[0].device)
-        present = sorted(set(groups[groups >= 0].tolist()))
+        present = torch.unique(groups[groups >= 0]).tolist()
         for position, group in enumerate(present):
             weights = torch.where(groups == group, clean.weights, torch.zeros_like(clean.weights))
             per_group[group] = self._flat_gradient((clean.losses * weights.to(clean.losses.dtype)).sum(), params,
