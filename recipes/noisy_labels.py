@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +43,9 @@ from hf_mtl.masking import MaskingTally
 from hf_mtl.recipes.noisy_data import (
     check_clean_size,
     format_value,
-    masking_report,
     parse_methods,
     parse_with_defaults,
+    train_and_report,
     write_outputs,
 )
 
@@ -168,16 +167,10 @@ def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskT
                                clean_dataset={task.name: data["clean"]} if mode != "none" else None,
                                processing_class=tokenizer)
     agreement = LabelAgreement(task.name)
-    if mode == "example":
-        trainer.add_masking_observer(tally)
-        trainer.add_masking_observer(agreement)
-    start = time.time()
-    trainer.train()
-    wall = time.time() - start
+    wall, report = train_and_report(trainer, mode, tally, agreement)
     evaluation = trainer.evaluate()
     result = {"accuracy": evaluation[f"eval_{task.name}_accuracy"], "macro_f1": evaluation[f"eval_{task.name}_macro_f1"],
               "train_wall_time_s": round(wall, 1)}
-    report = masking_report(mode, trainer.state.log_history, tally)
     if mode == "example":
         report["mask_label_agreement"] = agreement.mean()
     return result, report

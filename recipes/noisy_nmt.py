@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +58,9 @@ from hf_mtl.masking import (
 from hf_mtl.recipes.noisy_data import (
     check_clean_size,
     format_value,
-    masking_report,
     parse_methods,
     parse_with_defaults,
+    train_and_report,
     write_outputs,
 )
 
@@ -312,12 +311,7 @@ def train_one(method: str, args: NoisyNMTArguments, training_args: LossMaskingTr
                                  clean_dataset=data["clean"] if mode != "none" else None,
                                  data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
                                  optimizers=(optimizer(model, run_args, args.new_parameters_lr_multiplier), None))
-    if mode == "example":
-        trainer.add_masking_observer(tally)
-    start = time.time()
-    trainer.train()
-    wall = time.time() - start
-    report = masking_report(mode, trainer.state.log_history, tally)
+    wall, report = train_and_report(trainer, mode, tally)
     result = None
     if trainer.is_world_process_zero():  # generation runs once, on the main process
         module = trainer.accelerator.unwrap_model(trainer.model)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,19 @@ def masking_report(mode: str, log_history: Sequence[Mapping[str, Any]], tally: M
         report["mean_lambda"] = mean_of("masking_lambda")
         report["constrained_step_fraction"] = mean_of("masking_active_fraction")
     return report
+
+
+def train_and_report(trainer: Any, mode: str, tally: MaskingTally, *observers: Callable[..., None]
+                     ) -> tuple[float, dict[str, Any]]:
+    """Train (in example mode with ``tally`` and ``observers`` watching every mask); return the training wall
+    time in seconds and :func:`masking_report`."""
+    if mode == "example":
+        for observer in (tally, *observers):
+            trainer.add_masking_observer(observer)
+    start = time.time()
+    trainer.train()
+    wall = time.time() - start
+    return wall, masking_report(mode, trainer.state.log_history, tally)
 
 
 def format_value(value: float | None) -> str:

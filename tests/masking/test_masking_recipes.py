@@ -26,6 +26,17 @@ def load_recipe(name: str):
     return module
 
 
+def launch_on_two_processes(recipe: str, tmp_path: Path, arguments: list[str]) -> None:
+    """``accelerate launch`` a recipe with the 2-process CPU config; fails the test with the output's tail."""
+    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
+               str(ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml"), str(ROOT / "recipes" / f"{recipe}.py"),
+               *arguments, *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+
+
 @pytest.mark.slow
 def test_noisy_labels_reports_accuracy_and_masked_rates(tmp_path, tiny_encoder_dir):
     recipe = load_recipe("noisy_labels")
@@ -92,14 +103,9 @@ def test_noisy_nmt_reports_bleu_chrf_and_masked_rates(tmp_path, tiny_encoder_dir
 @pytest.mark.distributed
 def test_noisy_labels_under_accelerate_launch_on_two_processes(tmp_path, tiny_encoder_dir):
     out = tmp_path / "labels"
-    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
-               str(ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml"), str(ROOT / "recipes" / "noisy_labels.py"),
-               "--model_name_or_path", tiny_encoder_dir, "--max_train_samples", "40", "--clean_size", "16",
-               "--max_eval_samples", "24", "--methods", "example", "--output_dir", str(out), *TINY]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    launch_on_two_processes("noisy_labels", tmp_path, [
+        "--model_name_or_path", tiny_encoder_dir, "--max_train_samples", "40", "--clean_size", "16",
+        "--max_eval_samples", "24", "--methods", "example", "--output_dir", str(out)])
     example = json.loads((out / "noise_report.json").read_text())["methods"]["example"]
     # two ranks × 8 examples × 3 steps, all counted after the all-reduce
     assert example["decisions_flipped"] + example["decisions_intact"] == 2 * 3 * 8
@@ -127,15 +133,10 @@ def test_label_agreement_tells_class_following_masks_from_label_blind_ones():
 @pytest.mark.distributed
 def test_noisy_nmt_under_accelerate_launch_on_two_processes(tmp_path, tiny_encoder_dir):
     out = tmp_path / "nmt"
-    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
-               str(ROOT / "recipes" / "accelerate" / "cpu_2proc.yaml"), str(ROOT / "recipes" / "noisy_nmt.py"),
-               "--model_name_or_path", tiny_encoder_dir, "--max_train_samples", "40", "--clean_size", "8",
-               "--max_test_samples", "8", "--decoder_layers", "1", "--generation_max_length", "8",
-               "--methods", "example,batch", "--output_dir", str(out), *TINY]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    launch_on_two_processes("noisy_nmt", tmp_path, [
+        "--model_name_or_path", tiny_encoder_dir, "--max_train_samples", "40", "--clean_size", "8",
+        "--max_test_samples", "8", "--decoder_layers", "1", "--generation_max_length", "8",
+        "--methods", "example,batch", "--output_dir", str(out)])
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"copy_source", "example", "batch"}  # written once, by the main process
     example = json.loads((out / "noise_report.json").read_text())["methods"]["example"]
