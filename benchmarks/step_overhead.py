@@ -99,15 +99,15 @@ class Bench:
     def _losses_and_features(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         model = self.model
         if self.layout == "shared":
-            z = model.encode(self.batch["inputs"])
-            mask = self.batch["inputs"]["attention_mask"]
-            return [model.head_loss(t.name, z, mask, self.batch["labels"][t.name])[0] for t in self.tasks], [z]
+            inputs, labels = self.batch["inputs"], self.batch["labels"]
+            z = model.encode(inputs)
+            return [model.head_loss(t.name, z, model.task_batch(inputs, labels, t.name))[0] for t in self.tasks], [z]
         losses, features = [], []
         for t in self.tasks:
             sub = self.batch["task_batches"][t.name]
             z = model.encode(sub)
             features.append(z)
-            losses.append(model.head_loss(t.name, z, sub["attention_mask"], sub["labels"])[0])
+            losses.append(model.head_loss(t.name, z, sub)[0])
         return losses, features
 
     def _autograd_floor(self) -> None:

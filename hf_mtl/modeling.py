@@ -16,12 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from hf_mtl.metrics import compute_metric
 from hf_mtl.tasks import Task, TaskKind, check_unique_names
 
 ENCODER_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -104,10 +106,21 @@ SHARED_GROUP = "shared"
 
 
 class TaskHead(nn.Module):
-    """Dropout + linear layer on the pooled (sentence tasks) or per-token (token tasks) representation."""
+    """Dropout + linear layer on the pooled (sentence tasks) or per-token (token tasks) representation.
+
+    The contract every head follows (the trainer and the step strategies rely on nothing else):
+
+    * ``forward(hidden, batch) -> logits`` — ``batch`` is the task's sub-batch (``attention_mask``,
+      ``labels`` and any head-specific entries);
+    * ``loss(logits, batch) -> scalar`` — mean over the labelled items;
+    * ``predict(hidden, logits, batch) -> Tensor`` — what evaluation compares with the labels;
+    * ``metric_arrays(predictions, labels) -> (predictions, references)`` — flat NumPy arrays, padding dropped;
+    * ``compute_metrics(predictions, references, tokenizer) -> {name: value}`` — the task's metrics.
+    """
 
     def __init__(self, task: Task, hidden_size: int, dropout: float, pooling: str) -> None:
         super().__init__()
+        self.task = task
         self.kind = TaskKind(task.kind)
         self.task_name = task.name
         self.num_labels = int(task.num_labels or 1)
@@ -123,13 +136,14 @@ class TaskHead(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         if self.kind is TaskKind.TOKEN_CLASSIFICATION:
             return self.classifier(self.dropout(hidden))
-        return self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+        return self.classifier(self.dropout(self.pool(hidden, batch.get("attention_mask"))))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Mean loss over the labelled examples (tokens); label ``-100`` (``NaN`` for regression) is ignored."""
+        labels = batch["labels"]
         if self.kind is TaskKind.REGRESSION:
             labels = labels.to(logits.dtype).view(-1)
             keep = ~torch.isnan(labels)
@@ -142,6 +156,28 @@ class TaskHead(nn.Module):
                 f"Task {self.task_name!r}: label {bad} is outside [0, {self.num_labels}) (num_labels={self.num_labels})."
             )
         return F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), ignore_index=-100)
+
+    def predict(self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Class ids (per token for token tasks) or regression values."""
+        if self.kind is TaskKind.REGRESSION:
+            return logits.float().view(-1)
+        return logits.argmax(dim=-1)
+
+    def metric_arrays(self, predictions: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Flat predictions and references with unlabelled items (``-100``, ``NaN``) dropped."""
+        if self.kind is TaskKind.REGRESSION:
+            predictions, labels = predictions.float().reshape(-1), labels.float().reshape(-1)
+            keep = ~torch.isnan(labels)
+        else:
+            predictions, labels = predictions.reshape(-1), labels.reshape(-1)
+            keep = labels != -100
+        return predictions[keep].cpu().numpy(), labels[keep].cpu().numpy()
+
+    def compute_metrics(self, predictions: np.ndarray, references: np.ndarray, tokenizer: Any = None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in self.task.metrics:
+            out.update(compute_metric(name, predictions, references))
+        return out
 
 
 class MultiTaskModel(PreTrainedModel):
@@ -246,12 +282,18 @@ class MultiTaskModel(PreTrainedModel):
         return encoder(**kwargs, return_dict=True).last_hidden_state
 
     def head_loss(
-        self, task: str, z: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None
+        self, task: str, z: torch.Tensor, batch: Mapping[str, Any]
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """``(loss, logits)`` of ``task``'s head on representation ``z``; loss is ``None`` without labels."""
+        """``(loss, logits)`` of ``task``'s head on representation ``z`` for the task's sub-batch ``batch``
+        (``attention_mask``, ``labels``, ...); the loss is ``None`` without labels."""
         head = self.heads[task]
-        logits = head(z, attention_mask)
-        return (head.loss(logits, labels) if labels is not None else None), logits
+        logits = head(z, batch)
+        return (head.loss(logits, batch) if batch.get("labels") is not None else None), logits
+
+    @staticmethod
+    def task_batch(inputs: Mapping[str, Any], labels: Mapping[str, torch.Tensor], task: str) -> dict[str, Any]:
+        """The sub-batch of ``task`` in the shared-input layout: the common inputs plus that task's labels."""
+        return {**inputs, "labels": labels.get(task)}
 
     def soft_sharing_penalty(self) -> torch.Tensor | None:
         """``coef · Σ_{i<j} ||θ_i − θ_j||²`` over the task encoders' parameters (``None`` under hard sharing)."""
@@ -293,7 +335,7 @@ class MultiTaskModel(PreTrainedModel):
             for name, sub_batch in task_batches.items():
                 z = self.encode(sub_batch, task=name)
                 representations[name] = z
-                loss, logits[name] = self.head_loss(name, z, sub_batch.get("attention_mask"), sub_batch.get("labels"))
+                loss, logits[name] = self.head_loss(name, z, sub_batch)
                 if loss is not None:
                     task_losses[name] = loss
         else:
@@ -307,7 +349,7 @@ class MultiTaskModel(PreTrainedModel):
                 z_task = z if self.config.sharing == "hard" else self.encode(inputs, task=name)
                 if self.config.sharing == "soft":
                     representations[name] = z_task
-                loss, logits[name] = self.head_loss(name, z_task, inputs.get("attention_mask"), labels.get(name))
+                loss, logits[name] = self.head_loss(name, z_task, self.task_batch(inputs, labels, name))
                 if loss is not None:
                     task_losses[name] = loss
         if getattr(self, "_captured_representations", None) is not None:

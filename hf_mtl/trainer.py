@@ -281,7 +281,7 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
                     raise ValueError(f"Step {self.state.global_step}: task {name!r} has no sub-batch in this batch.")
                 with self._autocast():
                     z = module.encode(sub_batch, task=name)
-                    loss, _ = module.head_loss(name, z, sub_batch.get("attention_mask"), sub_batch["labels"])
+                    loss, _ = module.head_loss(name, z, sub_batch)
                 self._accumulate_task_gradient(module, k, name, loss * scale, shared, retain_graph=False)
                 losses.append(loss.detach())
         else:
@@ -290,7 +290,7 @@ class MultiTaskTrainer(LossMaskingMixin, Trainer):
             with self._autocast():
                 z = module.encode(inputs["inputs"])
                 task_losses = [
-                    module.head_loss(n, z, inputs["inputs"].get("attention_mask"), labels[n])[0] for n in self.task_names
+                    module.head_loss(n, z, module.task_batch(inputs["inputs"], labels, n))[0] for n in self.task_names
                 ]
             for k, (name, loss) in enumerate(zip(self.task_names, task_losses, strict=True)):
                 last = k == len(self.task_names) - 1

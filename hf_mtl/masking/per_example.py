@@ -106,7 +106,7 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
                 raise ValueError(f"Task {name!r}: the sub-batch has no labels; masking needs a loss per example.")
             task = module.tasks[name]
             z = module.encode(sub_batch, task=name)
-            logits = module.heads[name](z, sub_batch.get("attention_mask"))
+            logits = module.heads[name](z, sub_batch)
             example, counts = _head_example_losses(task.kind, logits, sub_batch["labels"],
                                                    module.heads[name].num_labels, f"Task {name!r}")
             # ``ℓ_b`` already sums a token task's tokens; a sentence task's unlabelled example gets weight 0.
@@ -126,7 +126,7 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
                 continue
             task = module.tasks[name]
             z = shared if shared is not None else module.encode(inputs, task=name)
-            logits = module.heads[name](z, inputs.get("attention_mask"))
+            logits = module.heads[name](z, inputs)
             example, counts = _head_example_losses(task.kind, logits, labels[name], module.heads[name].num_labels,
                                                    f"Task {name!r}")
             term = task.weight * example.shape[0] / counts.sum().clamp_min(1.0) * example
