@@ -1,6 +1,6 @@
 """Per-task gradients → Gram matrix → one combined gradient.
 
-The trainer stays thin by delegating here. Two sources of per-task gradients (DESIGN.md, "cost model"):
+The step strategies (:mod:`hf_mtl.steps`) delegate here. Two sources of per-task gradients (docs/architecture.md):
 
 * :class:`TaskGradientBuffer` — ``params`` mode: the gradients of the shared encoder parameters, one flat
   row per task (``J``, K×P), accumulated over gradient-accumulation micro-batches and all-reduced across
@@ -128,22 +128,42 @@ def unflatten_into_grads(params: Sequence[torch.nn.Parameter], flat: torch.Tenso
 
 
 def representation_gram(
-    losses: Sequence[torch.Tensor], representations: Sequence[torch.Tensor]
+    losses: Sequence[torch.Tensor], representations: Sequence[torch.Tensor], retain_graph: bool = True
 ) -> torch.Tensor:
-    """``G_ij = Σ_z <∂L_i/∂z, ∂L_j/∂z>`` over the given representations (graphs are retained).
+    """``G_ij = Σ_z <∂L_i/∂z, ∂L_j/∂z>`` over the given representations (the graph is kept for a later
+    backward unless ``retain_graph=False``).
 
     ``representations`` lists the tensors the losses depend on (one shared ``z``, or one per task in
     the disjoint layout, where the cross terms vanish and ``G`` is diagonal).
     """
     rows = []
-    for loss in losses:
-        grads = torch.autograd.grad(loss, list(representations), retain_graph=True, allow_unused=True)
+    for k, loss in enumerate(losses):
+        keep = retain_graph or k < len(losses) - 1
+        grads = torch.autograd.grad(loss, list(representations), retain_graph=keep, allow_unused=True)
         rows.append(torch.cat([
             (g if g is not None else torch.zeros_like(z)).reshape(-1).float()
             for g, z in zip(grads, representations, strict=True)
         ]))
     stacked = torch.stack(rows)
     return (stacked @ stacked.T).double()
+
+
+def average_gradients_over_ranks(params: Sequence[torch.nn.Parameter]) -> None:
+    """Average every ``.grad`` over ranks in one all-reduce, as a DDP backward would; ``None`` stays ``None``
+    unless another rank has a gradient for that parameter (one flag per parameter travels along)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not params:
+        return
+    device = params[0].device
+    flat = torch.cat(
+        [(p.grad.float() if p.grad is not None else torch.zeros(p.numel(), device=device)).reshape(-1) for p in params]
+        + [torch.tensor([float(p.grad is not None) for p in params], device=device)]
+    )
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    sizes = [p.numel() for p in params]
+    pieces = flat[: sum(sizes)].div_(dist.get_world_size()).split(sizes)
+    touched = flat[sum(sizes):]
+    for param, piece, flag in zip(params, pieces, touched.tolist(), strict=True):
+        param.grad = piece.view_as(param).to(param.dtype).clone() if flag > 0 else None
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ backend are left alone) and ``affinity.md``/``affinity.csv``.
 
 Affinity is read off the Gram matrices ``G_ij = <g_i, g_j>`` logged during training. To first order, a
 step ``-η g_j`` changes task ``i``'s loss by ``-η G_ij``: positive cosines mean the tasks help each
-other, negative ones that they conflict (DESIGN.md). The *transfer* ``T_ij = G_ij / G_ii = cos_ij ‖g_j‖/‖g_i‖``
+other, negative ones that they conflict (docs/diagnostics.md). The *transfer* ``T_ij = G_ij / G_ii = cos_ij ‖g_j‖/‖g_i‖``
 compares that change with the one task ``i``'s own step ``-η g_i`` would give (``-η G_ii``): ``T_ij = 0.5``
 means a step on task ``j`` lowers task ``i``'s loss half as much as a step on ``i`` itself; ``T_ij < 0``
 that it raises it (the first-order form of lookahead task affinity, Fifty et al. 2021).

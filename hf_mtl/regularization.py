@@ -1,7 +1,7 @@
-"""Tuning-free L2 regularisation (article 003, "正则损失"): weight decay as an auxiliary task.
+"""Tuning-free L2 regularisation (Su 2022, "Multi-task learning notes III: primary and auxiliary" (多任务学习漫谈（三）：分主次之序), section "regularisation"): weight decay as an auxiliary task.
 
 Treat ``½||θ||²`` (gradient ``θ``) as an auxiliary task that must not rise while the main loss (gradient ``g``)
-is minimised. The one-auxiliary primary/auxiliary solution (article 003 eq. 7) replaces the gradient by
+is minimised. The one-auxiliary primary/auxiliary solution (ibid., eq. 7) replaces the gradient by
 
     g + relu(-<g, θ>) / ||θ||² · θ,
 
@@ -23,7 +23,7 @@ def apply_tuning_free_l2_(parameters: Iterable[torch.Tensor], per_tensor: bool =
     Args:
         parameters: the parameters (tensors whose ``.grad`` is ``None`` are skipped).
         per_tensor: ``False`` (default) treats all parameters as one flat vector ``θ`` (one coefficient, the
-            article's formula); ``True`` applies the formula to every parameter tensor separately (one coefficient
+            post's formula); ``True`` applies the formula to every parameter tensor separately (one coefficient
             each: every tensor's norm is kept from growing, a stronger, layer-wise constraint).
 
     Returns:

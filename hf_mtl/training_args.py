@@ -10,9 +10,9 @@ from transformers import TrainingArguments
 
 from hf_mtl.data.mixture import SAMPLING_STRATEGIES
 from hf_mtl.masking.arguments import LossMaskingArguments
+from hf_mtl.steps.context import NONFINITE_POLICIES
 
 GRADIENT_MODES = ("params", "encoder_output")
-NONFINITE_POLICIES = ("skip_step", "drop_task", "raise")
 
 
 @dataclass
@@ -55,6 +55,10 @@ class MultiTaskTrainingArguments(LossMaskingArguments, TrainingArguments):
     nonfinite_policy: str = field(
         default="skip_step",
         metadata={"help": f"What to do with a NaN/inf task loss or gradient: one of {NONFINITE_POLICIES}."},
+    )
+    record_task_gradients: bool = field(
+        default=False,
+        metadata={"help": "Keep each step's per-task gradient rows (K×P, params mode) in `trainer.last_step`."},
     )
 
     def __post_init__(self) -> None:

@@ -3,13 +3,15 @@ documented, logged handling — never NaN parameters."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import datasets
 import pytest
 import torch
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.combiners import Combiner
-from hf_mtl.trainer import check_params_mode_engine
+from hf_mtl.steps import ParamsStep, StepRecord, solve_weights
 
 
 def args(tmp_path, **overrides):
@@ -61,12 +63,15 @@ def test_soft_sharing_trains_with_a_loss_based_combiner(tmp_path, tiny_encoder_d
     assert model.soft_sharing_penalty().item() > 0  # the copies drifted apart, and the penalty sees it
 
 
-def test_params_mode_refuses_sharded_engines():
-    check_params_mode_engine(fsdp=False, deepspeed=False)
-    with pytest.raises(ValueError, match="not supported under FSDP"):
-        check_params_mode_engine(fsdp=True, deepspeed=False)
-    with pytest.raises(ValueError, match="not supported under DeepSpeed"):
-        check_params_mode_engine(fsdp=False, deepspeed=True)
+@pytest.mark.parametrize("engine", ["FSDP", "DeepSpeed"])
+def test_params_mode_refuses_sharded_engines(engine, tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                             three_task_data):
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
+    trainer = MultiTaskTrainer(model, args(tmp_path, combiner="mgda"), train_dataset=three_task_data,
+                               processing_class=tokenizer)
+    sharded = dataclasses.replace(trainer.step_strategy.context, engine=engine)
+    with pytest.raises(ValueError, match=f"not supported under {engine}"):
+        ParamsStep(sharded, model, trainer.combiner)
 
 
 @pytest.mark.parametrize("combiner", ["mgda", "linear"])
@@ -83,7 +88,7 @@ def test_drop_task_policy_trains_the_other_tasks(combiner, tmp_path, tiny_encode
     trainer.train()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
-    assert float(trainer.last_step["weights"][2]) == 0.0
+    assert float(trainer.last_step.weights[2]) == 0.0
     if combiner == "linear":
         assert torch.equal(head_before, model.heads["score"].classifier.weight)
 
@@ -94,7 +99,10 @@ def test_zero_gradient_task_is_left_out_of_the_combination(tmp_path, tiny_encode
     trainer = MultiTaskTrainer(model, args(tmp_path, combiner="mgda"), train_dataset=three_task_data,
                                processing_class=tokenizer)
     gram = torch.tensor([[4.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 2.0]], dtype=torch.float64)
-    weights = trainer._solve(gram, torch.ones(3, dtype=torch.float64), present=torch.ones(3, dtype=torch.bool))
+    record = StepRecord(step=0)
+    weights = solve_weights(trainer.combiner, trainer.step_strategy.context, record, torch.ones(3, dtype=torch.float64),
+                            gram=gram)
+    assert record.weights is weights and not record.skipped
     assert float(weights[1]) == 0.0 and float(weights.sum()) == pytest.approx(1.0)
     live = torch.tensor([0, 2])
     assert torch.all((gram @ weights)[live] >= weights @ gram @ weights - 1e-9)  # MGDA on the two live tasks
@@ -132,6 +140,6 @@ def test_primary_auxiliary_remaps_main_task_when_an_earlier_task_is_dropped(tmp_
     trainer = MultiTaskTrainer(model, args(tmp_path, combiner="primary_auxiliary", nonfinite_policy="drop_task"),
                                train_dataset=data, processing_class=tokenizer)
     trainer.train()
-    weights = trainer.last_step["weights"]
+    weights = trainer.last_step.weights
     assert float(weights[0]) == 0.0 and float(weights[1]) == pytest.approx(1.0)
     assert all(torch.isfinite(p).all() for p in model.parameters())

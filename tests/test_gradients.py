@@ -173,7 +173,7 @@ def test_nan_loss_skips_the_step_without_nan_parameters(tmp_path, tiny_encoder_d
                              max_steps=2)
     for p in model.parameters():
         assert torch.isfinite(p).all()
-    assert trainer.last_step.get("skipped") and trainer.last_step["nonfinite_tasks"] == ["score"]
+    assert trainer.last_step.skipped and trainer.last_step.nonfinite_tasks == ["score"]
     encoder_moved = any(not torch.equal(p, q) for p, q in zip(model.encoder.parameters(),
                                                               initial.encoder.parameters(), strict=True))
     assert not encoder_moved

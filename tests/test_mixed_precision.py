@@ -19,7 +19,7 @@ class Recording(Combiner):
         return 1.0 / gram.diagonal()
 
 
-def make_trainer(tmp_path, encoder_dir, tasks, data, tokenizer, **overrides):
+def make_trainer(tmp_path, encoder_dir, tasks, data, tokenizer, combiner_object=None, **overrides):
     torch.manual_seed(0)
     model = MultiTaskModel.from_encoder(encoder_dir, tasks)
     args = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, max_steps=2, learning_rate=1e-3,
@@ -27,7 +27,7 @@ def make_trainer(tmp_path, encoder_dir, tasks, data, tokenizer, **overrides):
                 dataloader_num_workers=0)
     args.update(overrides)
     return model, MultiTaskTrainer(model, MultiTaskTrainingArguments(**args), train_dataset=data,
-                                   processing_class=tokenizer, combiner=overrides.pop("combiner_obj", None))
+                                   processing_class=tokenizer, combiner=combiner_object)
 
 
 @pytest.mark.parametrize("mode", ["params", "encoder_output"])
@@ -43,7 +43,7 @@ def test_bf16_autocast_trains_with_mgda(mode, tmp_path, tiny_encoder_dir, tokeni
     assert seen_dtypes == {torch.bfloat16}, seen_dtypes
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
-    assert torch.isfinite(trainer.last_step["weights"]).all()
+    assert torch.isfinite(trainer.last_step.weights).all()
 
 
 @pytest.mark.parametrize("mode", ["params", "encoder_output"])
@@ -53,9 +53,8 @@ def test_grad_scaler_scale_is_divided_out_of_the_gram(mode, tmp_path, tiny_encod
     for scale in (1.0, 1024.0):
         combiner = Recording()
         model, trainer = make_trainer(tmp_path / str(scale), tiny_encoder_dir, three_tasks, three_task_data,
-                                      tokenizer, gradient_mode=mode)
-        trainer.combiner = combiner
-        monkeypatch.setattr(trainer, "_grad_scale", lambda s=scale: s)
+                                      tokenizer, combiner_object=combiner, gradient_mode=mode)
+        monkeypatch.setattr(trainer.step_strategy.context, "grad_scale", lambda s=scale: s)
         trainer.current_gradient_accumulation_steps = 1
         batch = next(iter(trainer.get_train_dataloader()))
         model.eval()  # no dropout: both runs see the same function

@@ -41,7 +41,7 @@ def test_primary_auxiliary_reads_roles_from_tasks(tmp_path, tiny_encoder_dir, to
     _, trainer = build(tmp_path, tiny_encoder_dir, tasks, three_task_data, tokenizer, combiner="primary_auxiliary")
     assert list(trainer.combiner.primary) == [1]
     trainer.train()
-    gram, weights = trainer.last_step["gram"], trainer.last_step["weights"]
+    gram, weights = trainer.last_step.gram, trainer.last_step.weights
     u_dot_g = gram @ weights  # <u, g_i> for every task
     assert float(u_dot_g[0]) >= -1e-8 * float(gram.diagonal().max())
     assert float(u_dot_g[2]) >= -1e-8 * float(gram.diagonal().max())
@@ -51,7 +51,7 @@ def test_primary_auxiliary_reads_roles_from_tasks(tmp_path, tiny_encoder_dir, to
 def test_mgda_update_conflicts_with_no_task(tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data):
     _, trainer = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, combiner="mgda")
     trainer.train()
-    gram, weights = trainer.last_step["gram"], trainer.last_step["weights"]
+    gram, weights = trainer.last_step.gram, trainer.last_step.weights
     u_dot_g = gram @ weights
     u_norm2 = weights @ gram @ weights
     assert torch.all(u_dot_g >= u_norm2 * (1 - 1e-6) - 1e-12)
@@ -77,7 +77,7 @@ def test_stateful_combiner_resumes_exactly(name, tmp_path, tiny_encoder_dir, tok
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=n)
     state_a, state_b = straight_trainer.combiner.state_dict(), resumed_trainer.combiner.state_dict()
     assert state_a.keys() == state_b.keys()
-    torch.testing.assert_close(straight_trainer.last_step["weights"], resumed_trainer.last_step["weights"])
+    torch.testing.assert_close(straight_trainer.last_step.weights, resumed_trainer.last_step.weights)
 
 
 def test_missing_combiner_state_is_an_error(tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data):

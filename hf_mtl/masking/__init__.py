@@ -1,6 +1,6 @@
 """Gradient-guided loss masking for training on a large noisy set with a small clean one.
 
-Wang et al. 2021 (arXiv 2102.13549) and article 003 ("带噪学习"): at each step take ``g_clean``, the gradient
+Wang et al. 2021 (arXiv 2102.13549) and Su 2022, "Multi-task learning notes III: primary and auxiliary" (多任务学习漫谈（三）：分主次之序): at each step take ``g_clean``, the gradient
 of the loss on a clean batch, and
 
 * ``example`` granularity: drop from the loss every noisy example whose own gradient points against
@@ -25,7 +25,7 @@ from hf_mtl.masking.per_example import (
 )
 from hf_mtl.masking.report import MaskingTally, dataset_keys, example_keys
 from hf_mtl.masking.rules import keep_fraction_mask, keep_mask, threshold_mask
-from hf_mtl.masking.trainer import LossMaskingMixin, LossMaskingTrainer
+from hf_mtl.masking.trainer import LossMaskingTrainer, build_loss_masker
 
 __all__ = [
     "LOSS_MASKING_MODES",
@@ -33,7 +33,6 @@ __all__ = [
     "ExampleLosses",
     "LossMasker",
     "LossMaskingArguments",
-    "LossMaskingMixin",
     "LossMaskingTrainer",
     "LossMaskingTrainingArguments",
     "MaskRecord",
@@ -41,6 +40,7 @@ __all__ = [
     "MaskingTally",
     "PerExampleLoss",
     "dataset_keys",
+    "build_loss_masker",
     "default_example_loss",
     "example_alignments",
     "example_keys",

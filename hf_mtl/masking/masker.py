@@ -10,7 +10,7 @@ One optimizer step (possibly several accumulation micro-batches, possibly severa
    * ``example`` granularity (Wang et al. 2021, arXiv 2102.13549): one JVP along ``ĝ = g_clean/||g_clean||``
      gives every alignment ``a_b = <∇ℓ_b, ĝ>`` together with the per-example losses; the rule
      (:mod:`hf_mtl.masking.rules`) keeps ``m_b``; the gradient of ``Σ_b m_b w_b ℓ_b`` is accumulated.
-   * ``batch`` granularity (article 003, "带噪学习"): the gradient of the plain noisy loss is accumulated.
+   * ``batch`` granularity (the primary/auxiliary rule of docs/masking.md): the gradient of the plain noisy loss is accumulated.
 3. ``end_step``: average the accumulated gradients over ranks; ``train_on_clean`` adds ``g_clean``; in
    ``batch`` mode apply the primary/auxiliary rule with the noisy loss as the main task and the clean loss as
    the auxiliary that must not rise: ``u = g + λ g_clean``, ``λ = relu(-<g, g_clean>)/||g_clean||²``.
@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from hf_mtl.combiners import get_combiner
+from hf_mtl.gradients import average_gradients_over_ranks
 from hf_mtl.masking.alignment import losses_and_alignments
 from hf_mtl.masking.clean_data import CleanBatchStream
 from hf_mtl.masking.label_groups import label_groups
@@ -143,6 +144,7 @@ class LossMasker:
         self._kept = 0
         self._total = 0
         self.last_step: dict[str, Any] = {}
+        self.last_task_losses: dict[str, float] | None = None
         self._window: dict[str, float] = {}
         self._reset_window()
 
@@ -302,6 +304,7 @@ class LossMasker:
             )
             for observer in self.observers:
                 observer(batch, record)
+        self.last_task_losses = result.task_losses
         loss = result.total(keep)
         grads = torch.autograd.grad(loss * scale, self._params, allow_unused=True)
         for param, grad in zip(self._params, grads, strict=True):
@@ -322,7 +325,7 @@ class LossMasker:
     # --- end of the optimizer step -----------------------------------------------------------------------
     def end_step(self, step: int, grad_scale: float = 1.0) -> None:
         """Average ``.grad`` over ranks, add ``g_clean`` when training on it, apply the batch rule, record stats."""
-        self._average_gradients()
+        average_gradients_over_ranks(self._params)
         if self._clean_full is not None:
             for param, grad in zip(self._params, self._clean_full, strict=True):
                 if param.grad is None:
@@ -345,24 +348,6 @@ class LossMasker:
             record["examples"] = total
         self.last_step = record
         self._update_window(record)
-
-    def _average_gradients(self) -> None:
-        """One all-reduce of every ``.grad`` (zeros where absent) plus a flag per parameter; ``None`` stays ``None``."""
-        if not _distributed():
-            return
-        device = self._params[0].device
-        flat = torch.cat(
-            [(p.grad.float() if p.grad is not None else torch.zeros(p.numel(), device=device)).reshape(-1)
-             for p in self._params]
-            + [torch.tensor([float(p.grad is not None) for p in self._params], device=device)]
-        )
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        world = dist.get_world_size()
-        sizes = [p.numel() for p in self._params]
-        pieces = flat[: sum(sizes)].div_(world).split(sizes)
-        touched = flat[sum(sizes):]
-        for param, piece, flag in zip(self._params, pieces, touched.tolist(), strict=True):
-            param.grad = piece.view_as(param).to(param.dtype).clone() if flag > 0 else None
 
     def _batch_rule(self, grad_scale: float) -> dict[str, Any]:
         """``u = g + λ g_clean`` on the selected parameters, ``λ`` from the primary/auxiliary combiner.

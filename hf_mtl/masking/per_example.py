@@ -35,12 +35,13 @@ class ExampleLosses:
     """``losses`` (B,) and ``weights`` (B,) with ``Σ weights·losses + extra`` = the batch's plain training loss.
 
     ``extra`` is a loss term that belongs to no example (a parameter penalty such as soft sharing); it is
-    never masked.
+    never masked. ``task_losses`` (multi-task models) holds each task's plain mean loss on the batch, for logging.
     """
 
     losses: torch.Tensor
     weights: torch.Tensor
     extra: torch.Tensor | None = None
+    task_losses: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.losses.dim() != 1 or self.losses.shape != self.weights.shape:
@@ -96,6 +97,7 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
     """
     losses: list[torch.Tensor] = []
     weights: list[torch.Tensor] = []
+    task_losses: dict[str, float] = {}
     if "task_batches" in batch:
         module.check_tasks(list(batch["task_batches"]))
         for name in module.task_names:
@@ -113,6 +115,7 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
             present = torch.ones_like(counts) if task.kind is TaskKind.TOKEN_CLASSIFICATION else counts
             losses.append(example)
             weights.append(task.weight * present / counts.sum().clamp_min(1.0))
+            task_losses[name] = float((example.detach() * present).sum() / counts.sum().clamp_min(1.0))
     elif "inputs" in batch:
         labels = batch.get("labels") or {}
         module.check_tasks(list(labels))
@@ -129,6 +132,7 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
             logits = module.heads[name](z, inputs)
             example, counts = _head_example_losses(task.kind, logits, labels[name], module.heads[name].num_labels,
                                                    f"Task {name!r}")
+            task_losses[name] = float(example.detach().sum() / counts.sum().clamp_min(1.0))
             term = task.weight * example.shape[0] / counts.sum().clamp_min(1.0) * example
             combined = term if combined is None else combined + term
         losses.append(combined)
@@ -137,7 +141,7 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
         raise ValueError(
             f"A MultiTaskModel batch holds `task_batches` or `inputs` + `labels`; got keys {sorted(batch)}."
         )
-    return ExampleLosses(torch.cat(losses), torch.cat(weights).detach(), module.soft_sharing_penalty())
+    return ExampleLosses(torch.cat(losses), torch.cat(weights).detach(), module.soft_sharing_penalty(), task_losses)
 
 
 def _model_inputs(module: nn.Module, batch: Mapping[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:

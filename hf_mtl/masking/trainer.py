@@ -1,8 +1,8 @@
-"""Loss masking inside a ``transformers.Trainer``: a mixin, and :class:`LossMaskingTrainer` for any HF model.
+"""Loss masking inside a ``transformers.Trainer``: :func:`build_loss_masker` and :class:`LossMaskingTrainer`.
 
-The mode is a Trainer *mixin* rather than a head of :class:`~hf_mtl.MultiTaskModel` so that one code path
-trains any model with a per-example loss (:mod:`hf_mtl.masking.per_example`): ``MultiTaskModel`` heads
-(``MultiTaskTrainer`` inherits the mixin), an ``EncoderDecoderModel`` or any seq2seq / sequence-classification
+The masking step is a step strategy (:class:`~hf_mtl.steps.MaskingStep`) so that one code path trains any model
+with a per-example loss (:mod:`hf_mtl.masking.per_example`): ``MultiTaskModel`` heads (``MultiTaskTrainer``
+with ``loss_masking='example'|'batch'``), an ``EncoderDecoderModel`` or any seq2seq / sequence-classification
 model (``LossMaskingTrainer``). The Trainer supplies the batches, the accumulation window, autocast, the
 gradient scaler and the process group; :class:`~hf_mtl.masking.masker.LossMasker` does the rest.
 
@@ -13,98 +13,89 @@ DDP wrapper's own backward hooks never fire. FSDP, DeepSpeed and XLA are rejecte
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import datasets
-import torch
 from accelerate.utils import DistributedType
 from torch import nn
-from transformers import Trainer
 
 from hf_mtl.data.mixture import MultiTaskBatchSampler, MultiTaskCollator, SharedInputCollator, TaskMixture
 from hf_mtl.masking.clean_data import CleanBatchStream, IndexBatches, shuffled_index_batches
-from hf_mtl.masking.masker import LossMasker, MaskingConfig, MaskRecord
+from hf_mtl.masking.masker import LossMasker, MaskingConfig
 from hf_mtl.masking.per_example import PerExampleLoss, default_example_loss
 from hf_mtl.modeling import MultiTaskModel
+from hf_mtl.steps.masking import MASKING_STATE_NAME, MaskingStep
+from hf_mtl.steps.trainer import StepTrainer
 from hf_mtl.tasks import TaskKind
 
-MASKING_STATE_NAME = "loss_masking_state.json"
 #: Mixed into the seed of the clean stream so that it never mirrors the training order.
 CLEAN_SEED_OFFSET = 7919
 UNSUPPORTED_ENGINES = (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.XLA,
                        DistributedType.MEGATRON_LM)
 
+__all__ = ["CLEAN_SEED_OFFSET", "MASKING_STATE_NAME", "LossMaskingTrainer", "build_loss_masker"]
 
-class LossMaskingMixin:
-    """Adds ``loss_masking`` (``example`` / ``batch``) to a ``transformers.Trainer`` subclass.
 
-    Keyword arguments (on top of the Trainer's):
-        clean_dataset: the small trusted set, in the same layout and for the same task(s) as ``train_dataset``.
-        per_example_loss: ``fn(module, batch) -> ExampleLosses``; by default chosen from the model
-            (:func:`~hf_mtl.masking.per_example.default_example_loss`).
+def build_loss_masker(trainer: Any, module: nn.Module, clean_dataset: Any,
+                      per_example_loss: PerExampleLoss | None = None) -> LossMasker | None:
+    """The :class:`LossMasker` for ``trainer.args.loss_masking`` (``None`` when masking is off).
 
-    The training arguments need the ``masking_*`` fields (:class:`~hf_mtl.masking.LossMaskingArguments`).
-    The ``loss`` logged is the plain (unmasked) noisy loss, comparable with an unmasked run; the masked
-    fraction (or, in ``batch`` mode, ``λ``) is logged next to it.
+    ``trainer`` is the ``transformers.Trainer`` being built (its arguments, training set, tokenizer, collator
+    and accelerator are read); ``clean_dataset`` is the small trusted set, in the training set's layout.
     """
-
-    def __init__(
-        self, *args: Any, clean_dataset: Any = None, per_example_loss: PerExampleLoss | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.loss_masker: LossMasker | None = None
-        self._masking_step_open = False
-        mode = getattr(self.args, "loss_masking", None)
-        if mode is None:
-            if clean_dataset is not None:
-                raise ValueError(
-                    f"clean_dataset was given but {type(self.args).__name__} has no loss-masking fields; use "
-                    "LossMaskingTrainingArguments (or MultiTaskTrainingArguments) with loss_masking='example'/'batch'."
-                )
-            return
-        if mode == "none":
-            if clean_dataset is not None:
-                raise ValueError(
-                    "clean_dataset was given but loss_masking='none'; set loss_masking='example' or 'batch' to use it."
-                )
-            return
-        if clean_dataset is None:
+    args = trainer.args
+    mode = getattr(args, "loss_masking", None)
+    if mode is None:
+        if clean_dataset is not None:
             raise ValueError(
-                f"loss_masking={mode!r} needs a clean_dataset (the small trusted set g_clean is computed on)."
+                f"clean_dataset was given but {type(args).__name__} has no loss-masking fields; use "
+                "LossMaskingTrainingArguments (or MultiTaskTrainingArguments) with loss_masking='example'/'batch'."
             )
-        if self.accelerator.distributed_type in UNSUPPORTED_ENGINES:
-            raise NotImplementedError(
-                f"loss_masking supports one process or DDP, not {self.accelerator.distributed_type.value}: the "
-                "per-example JVP needs the full parameters on every rank."
+        return None
+    if mode == "none":
+        if clean_dataset is not None:
+            raise ValueError(
+                "clean_dataset was given but loss_masking='none'; set loss_masking='example' or 'batch' to use it."
             )
-        module = self.accelerator.unwrap_model(self.model)
-        loss_fn = per_example_loss if per_example_loss is not None else default_example_loss(module)
-        self.loss_masker = LossMasker(
-            MaskingConfig.from_args(self.args), self._clean_batch_stream(module, clean_dataset), loss_fn,
-            prepare_batch=self._prepare_inputs,
+        return None
+    if clean_dataset is None:
+        raise ValueError(f"loss_masking={mode!r} needs a clean_dataset (the small trusted set g_clean is computed on).")
+    if trainer.accelerator.distributed_type in UNSUPPORTED_ENGINES:
+        raise NotImplementedError(
+            f"loss_masking supports one process or DDP, not {trainer.accelerator.distributed_type.value}: the "
+            "per-example JVP needs the full parameters on every rank."
         )
-        self.loss_masker.bind(module)
+    loss_fn = per_example_loss if per_example_loss is not None else default_example_loss(module)
+    masker = LossMasker(MaskingConfig.from_args(args), _CleanData(trainer).stream(module, clean_dataset), loss_fn,
+                        prepare_batch=trainer._prepare_inputs)
+    masker.bind(module)
+    return masker
 
-    # --- clean data ----------------------------------------------------------------------------------------
-    def _clean_batch_stream(self, module: nn.Module, clean_dataset: Any) -> CleanBatchStream:
-        per_device = self.args.masking_clean_batch_size or self.args.per_device_train_batch_size
-        world = max(1, self.args.world_size)
-        seed = (self.args.data_seed if self.args.data_seed is not None else self.args.seed) + CLEAN_SEED_OFFSET
+
+class _CleanData:
+    """Builds this rank's stream of clean batches in the training set's layout."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.args = trainer.args
+
+    def stream(self, module: nn.Module, clean_dataset: Any) -> CleanBatchStream:
+        args = self.args
+        per_device = args.masking_clean_batch_size or args.per_device_train_batch_size
+        world = max(1, args.world_size)
+        seed = (args.data_seed if args.data_seed is not None else args.seed) + CLEAN_SEED_OFFSET
         if isinstance(module, MultiTaskModel):
-            dataset, collate, index_batches = self._multitask_clean_data(module, clean_dataset, per_device * world,
-                                                                          seed)
+            dataset, collate, index_batches = self._multitask(module, clean_dataset, per_device * world, seed)
         else:
-            dataset, collate, index_batches = self._generic_clean_data(clean_dataset, per_device * world, seed)
-        return CleanBatchStream(dataset, collate, index_batches, rank=self.args.process_index, world_size=world)
+            dataset, collate, index_batches = self._generic(clean_dataset, per_device * world, seed)
+        return CleanBatchStream(dataset, collate, index_batches, rank=args.process_index, world_size=world)
 
-    def _multitask_clean_data(
+    def _multitask(
         self, module: MultiTaskModel, clean: Any, global_batch: int, seed: int
     ) -> tuple[Any, Callable, IndexBatches]:
-        train = self.train_dataset
-        tokenizer = self.processing_class
+        train = self.trainer.train_dataset
+        tokenizer = self.trainer.processing_class
         if tokenizer is None:
             raise ValueError("Loss masking with a MultiTaskModel needs the tokenizer as `processing_class`.")
         if isinstance(clean, Mapping):
@@ -149,7 +140,7 @@ class LossMaskingMixin:
             return clean, collate, shuffled_index_batches(len(clean), min(global_batch, len(clean)), seed)
         raise TypeError(f"clean_dataset must be {{task: Dataset}} or a Dataset, got {type(clean).__name__}.")
 
-    def _generic_clean_data(self, clean: Any, global_batch: int, seed: int) -> tuple[Any, Callable, IndexBatches]:
+    def _generic(self, clean: Any, global_batch: int, seed: int) -> tuple[Any, Callable, IndexBatches]:
         if isinstance(clean, Mapping):
             raise TypeError("clean_dataset must be one Dataset for this model (a {task: Dataset} mapping is for "
                             "MultiTaskModel).")
@@ -157,17 +148,17 @@ class LossMaskingMixin:
             raise TypeError(f"clean_dataset must be an indexable dataset, got {type(clean).__name__}.")
         self._check_clean_size(len(clean))
         if isinstance(clean, datasets.Dataset):
-            clean = self._remove_unused_columns(clean, description="clean")
-            train = self.train_dataset
+            clean = self.trainer._remove_unused_columns(clean, description="clean")
+            train = self.trainer.train_dataset
             if isinstance(train, datasets.Dataset):
-                needed = set(self._remove_unused_columns(train, description="training").column_names)
+                needed = set(self.trainer._remove_unused_columns(train, description="training").column_names)
                 missing = sorted(needed - set(clean.column_names))
                 if missing:
                     raise ValueError(
                         f"clean_dataset lacks column(s) {missing} that train_dataset has (clean: {clean.column_names}): "
                         "the clean and noisy sets must be for the same task."
                     )
-        return clean, self.data_collator, shuffled_index_batches(len(clean), min(global_batch, len(clean)), seed)
+        return clean, self.trainer.data_collator, shuffled_index_batches(len(clean), min(global_batch, len(clean)), seed)
 
     def _check_clean_size(self, size: int) -> None:
         if size == 0:
@@ -175,82 +166,18 @@ class LossMaskingMixin:
         if size < max(1, self.args.world_size):
             raise ValueError(f"clean_dataset has {size} example(s), fewer than the {self.args.world_size} processes.")
 
-    def add_masking_observer(self, observer: Callable[[Mapping[str, Any], MaskRecord], None]) -> None:
-        """Call ``observer(batch, record)`` after each masked micro-batch (example granularity)."""
-        if self.loss_masker is None:
-            raise ValueError("Loss masking is off (loss_masking='none'): there is nothing to observe.")
-        self.loss_masker.observers.append(observer)
 
-    # --- the step ---------------------------------------------------------------------------------------------
-    def train(self, *args: Any, **kwargs: Any) -> Any:
-        combiner = getattr(self, "combiner", None)
-        if self.loss_masker is not None and combiner is not None and combiner.name != "linear":
-            raise ValueError(
-                f"loss_masking={self.args.loss_masking!r} replaces the gradient combination; it trains with the "
-                f"task weights (combiner='linear'), not combiner {combiner.name!r}."
-            )
-        return super().train(*args, **kwargs)
-
-    def training_step(
-        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
-    ) -> torch.Tensor:
-        if self.loss_masker is None:
-            return super().training_step(model, inputs, num_items_in_batch)
-        return self._masked_training_step(model, inputs)
-
-    def _masking_grad_scale(self) -> float:
-        """The GradScaler's current scale (1 without one); scaling a one also creates the scale on first use."""
-        scaler = getattr(self.accelerator, "scaler", None)
-        if scaler is None or not scaler.is_enabled():
-            return 1.0
-        return float(scaler.scale(torch.ones((), device=self.args.device)))
-
-    def _masked_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        """One micro-batch of the masking mode; the optimizer step's bookends run on its first and last."""
-        masker = self.loss_masker
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        module = self.accelerator.unwrap_model(model)
-        grad_scale = self._masking_grad_scale()
-        step = self.state.global_step
-        if not self._masking_step_open:
-            masker.begin_step(module, step, self.accelerator.autocast, grad_scale)
-            self._masking_step_open = True
-        accumulation = self.current_gradient_accumulation_steps
-        loss = masker.micro_batch(module, inputs, grad_scale / accumulation, self.accelerator.autocast, step)
-        if self.accelerator.sync_gradients:
-            masker.end_step(step, grad_scale)
-            self._masking_step_open = False
-        return loss / accumulation
-
-    # --- logging and checkpoints ------------------------------------------------------------------------------
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.loss_masker is not None and "loss" in logs:
-            logs.update(self.loss_masker.log_metrics())
-        super().log(logs, start_time)
-
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        super()._save_optimizer_and_scheduler(output_dir)
-        if self.loss_masker is not None and self.args.should_save:
-            with open(os.path.join(output_dir, MASKING_STATE_NAME), "w", encoding="utf-8") as handle:
-                json.dump(self.loss_masker.state_dict(), handle)
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None or self.loss_masker is None:
-            return
-        path = os.path.join(checkpoint, MASKING_STATE_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"Checkpoint {checkpoint} has no {MASKING_STATE_NAME}; it was not saved with loss masking on, so the "
-                "clean stream cannot resume where it stopped."
-            )
-        with open(path, encoding="utf-8") as handle:
-            self.loss_masker.load_state_dict(json.load(handle))
-
-
-class LossMaskingTrainer(LossMaskingMixin, Trainer):
+class LossMaskingTrainer(StepTrainer):
     """A ``transformers.Trainer`` with the loss-masking mode, for any model with a per-example loss.
+
+    Keyword arguments (on top of the Trainer's):
+        clean_dataset: the small trusted set, in the same layout and for the same task as ``train_dataset``.
+        per_example_loss: ``fn(module, batch) -> ExampleLosses``; by default chosen from the model
+            (:func:`~hf_mtl.masking.per_example.default_example_loss`).
+
+    The arguments need the ``masking_*`` fields (:class:`~hf_mtl.masking.LossMaskingTrainingArguments`). The
+    ``loss`` logged is the plain (unmasked) noisy loss, comparable with an unmasked run; the masked fraction (or,
+    in ``batch`` mode, ``λ``) is logged next to it.
 
     Example (seq2seq)::
 
@@ -258,3 +185,11 @@ class LossMaskingTrainer(LossMaskingMixin, Trainer):
         trainer = LossMaskingTrainer(model=encoder_decoder, args=args, train_dataset=noisy,
                                      clean_dataset=clean, data_collator=collator)
     """
+
+    def __init__(self, *args: Any, clean_dataset: Any = None, per_example_loss: PerExampleLoss | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        module = self.accelerator.unwrap_model(self.model)
+        self.loss_masker = build_loss_masker(self, module, clean_dataset, per_example_loss)
+        if self.loss_masker is not None:  # loss_masking='none' trains like a plain Trainer
+            self.step_strategy = MaskingStep(self.step_context([]), module, None, masker=self.loss_masker)

@@ -11,7 +11,7 @@ import torch
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
 from hf_mtl.masking import multitask_example_losses
-from hf_mtl.masking.trainer import MASKING_STATE_NAME
+from hf_mtl.steps.masking import MASKING_STATE_NAME
 
 from .helpers import SENTIMENT, flat_gradient, flat_params, per_example_gradients, sentiment_dataset
 
@@ -150,7 +150,7 @@ def test_a_loss_scale_scales_the_update_but_not_the_masks(tmp_path, tiny_encoder
     for scale in (1.0, 1024.0):
         model, trainer = make_trainer(tmp_path / str(scale), tiny_encoder_dir, tokenizer, noisy, clean,
                                       loss_masking=mode)
-        monkeypatch.setattr(trainer, "_masking_grad_scale", lambda s=scale: s)
+        monkeypatch.setattr(trainer.step_strategy.context, "grad_scale", lambda s=scale: s)
         trainer.current_gradient_accumulation_steps = 1
         trainer.training_step(model, next(iter(trainer.get_train_dataloader())))
         grads = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
@@ -278,9 +278,8 @@ def test_clean_set_for_another_task_or_layout_is_rejected(tmp_path, tiny_encoder
 
 
 def test_gradient_combiners_cannot_be_mixed_with_masking(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean):
-    _, trainer = make_trainer(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean, combiner="mgda")
-    with pytest.raises(ValueError, match="combiner='linear'"):
-        trainer.train()
+    with pytest.raises(ValueError, match="combiner='linear'"):  # refused before anything trains
+        make_trainer(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean, combiner="mgda")
 
 
 def test_parameter_pattern_matching_nothing_is_rejected(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean):

@@ -1,0 +1,102 @@
+"""``params`` mode: exact per-task gradients of the shared parameters, combined once per optimizer step.
+
+Each micro-batch adds every task's gradient of the shared encoder parameters to its row of the K×P buffer
+(:class:`~hf_mtl.gradients.TaskGradientBuffer`); the task-specific parameters (heads) take their own task's
+gradient directly. At the step's end the buffer (and the head gradients) are averaged over ranks in one
+all-reduce, the Gram ``G = J Jᵀ`` is formed, the combiner is called once, and ``Σ_k w_k J_k`` is written into
+the shared parameters' ``.grad``. Disjoint task data costs about one plain step; shared inputs cost K backward
+passes through the encoder (use ``encoder_output`` mode to avoid them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_mtl.gradients import TaskGradientBuffer, flatten_grads, unflatten_into_grads
+from hf_mtl.steps.base import StepStrategy, register_step_strategy, solve_weights
+from hf_mtl.steps.record import StepRecord
+
+
+@register_step_strategy
+class ParamsStep(StepStrategy):
+    """Per-task parameter gradients → Gram → combiner → ``Σ_k w_k g_k``."""
+
+    name = "params"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.context.engine is not None:
+            raise ValueError(
+                f"gradient_mode='params' is not supported under {self.context.engine}: per-task gradient buffers need "
+                "whole, unsharded parameters. Use gradient_mode='encoder_output' (its final backward is a plain backward "
+                "any engine runs) or a loss-based combiner."
+            )
+        self._buffer: TaskGradientBuffer | None = None  # K×P, allocated at the first step
+        self._loss_sum = torch.zeros(self.context.num_tasks, dtype=torch.float64)
+
+    def micro_batch(self, model: nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
+        context, module = self.context, self.module
+        if self._buffer is None:
+            self._buffer = TaskGradientBuffer(module.shared_parameters(), context.num_tasks)
+        scale = context.micro_batch_scale * context.grad_scale()
+        names = context.task_names
+        losses: list[torch.Tensor] = []
+        if "task_batches" in inputs:
+            module.check_tasks(list(inputs["task_batches"]))
+            for k, name in enumerate(names):
+                sub_batch = inputs["task_batches"].get(name)
+                if sub_batch is None:
+                    raise ValueError(f"Step {context.step}: task {name!r} has no sub-batch in this batch.")
+                with context.autocast():
+                    z = module.encode(sub_batch, task=name)
+                    loss, _ = module.head_loss(name, z, sub_batch)
+                self._accumulate(k, name, loss * scale, retain_graph=False)
+                losses.append(loss.detach())
+        else:
+            labels = inputs["labels"]
+            module.check_tasks(list(labels))
+            with context.autocast():
+                z = module.encode(inputs["inputs"])
+                task_losses = [module.head_loss(n, z, module.task_batch(inputs["inputs"], labels, n))[0] for n in names]
+            for k, (name, loss) in enumerate(zip(names, task_losses, strict=True)):
+                self._accumulate(k, name, loss * scale, retain_graph=k < len(names) - 1)
+                losses.append(loss.detach())
+        stacked = torch.stack(losses)
+        self._loss_sum += stacked.double().cpu() * context.micro_batch_scale
+        return context.reported_loss(stacked)
+
+    def _accumulate(self, k: int, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
+        shared = self._buffer.params
+        specific = self.module.task_specific_parameters(name)
+        grads = torch.autograd.grad(loss, shared + specific, retain_graph=retain_graph, allow_unused=True)
+        self._buffer.add(k, grads[: len(shared)])
+        for param, grad in zip(specific, grads[len(shared):], strict=True):
+            if grad is not None:
+                param.grad = grad if param.grad is None else param.grad + grad
+
+    def end_step(self) -> StepRecord:
+        context, module, buffer = self.context, self.module, self._buffer
+        record = self.new_record()
+        specific = [p for n in context.task_names for p in module.task_specific_parameters(n)]
+        reduced = buffer.all_reduce_with(flatten_grads(specific))
+        if reduced is not None:
+            unflatten_into_grads(specific, reduced)
+        grad_scale = context.grad_scale()
+        gram = buffer.gram() / (grad_scale * grad_scale)
+        losses = context.mean_over_ranks(self._loss_sum)
+        weights = solve_weights(self.combiner, context, record, losses, gram=gram, present=buffer.seen)
+        if weights is not None:
+            buffer.write_combination(weights)
+            for k, name in enumerate(context.task_names):
+                if not (torch.isfinite(gram[k, k]) and torch.isfinite(losses[k])):
+                    for param in module.task_specific_parameters(name):  # its head saw a NaN/inf loss
+                        param.grad = None
+        if context.record_task_gradients:
+            record.task_gradients = (buffer.jacobian / grad_scale).detach().cpu().clone()
+        buffer.reset()
+        self._loss_sum.zero_()
+        return record
