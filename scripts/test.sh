@@ -9,5 +9,6 @@ VENV="${HF_MTL_VENV:-.venv}"
 . "$VENV/bin/activate"
 bash scripts/install.sh > "$VENV/install.log" 2>&1 || { tail -50 "$VENV/install.log"; exit 1; }
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HF_MTL_CHECK_PINS=1  # this venv was installed from constraints.txt: tests/test_constraints.py checks it
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
 exec python -m pytest -q -p no:cacheprovider "$@"

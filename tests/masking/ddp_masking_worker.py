@@ -2,6 +2,7 @@
 
 Run under ``torch.distributed.run --nproc_per_node 2`` with ``--batch_size 4 --clean_batch_size 2`` or as one
 process with ``--batch_size 8 --clean_batch_size 4``: both see the same global noisy and clean batches.
+``--fault drop_rank1`` makes every float32 all-reduce ignore rank 1 (a wrong reduction the test must catch).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 import datasets
 import torch
+import torch.distributed as dist
 from transformers import AutoTokenizer
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
@@ -27,13 +29,29 @@ MODES = {
 }
 
 
+def drop_rank_one_from_reductions() -> None:
+    """Rank 1 contributes zeros to every float32 ``dist.all_reduce`` (gradients, clean gradients, losses)."""
+    reduce = dist.all_reduce
+
+    def wrong(tensor: torch.Tensor, *args, **kwargs):
+        if dist.get_rank() == 1 and tensor.dtype == torch.float32:
+            tensor.zero_()
+        return reduce(tensor, *args, **kwargs)
+
+    dist.all_reduce = wrong
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--encoder", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch_size", type=int, required=True)
     parser.add_argument("--clean_batch_size", type=int, required=True)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--fault", choices=["none", "drop_rank1"], default="none")
     args = parser.parse_args()
+    if args.fault == "drop_rank1":
+        drop_rank_one_from_reductions()
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.encoder)
     task = Task("polarity", num_labels=2)
@@ -43,7 +61,8 @@ def main() -> None:
                                   tokenizer, 16)
     clean = tokenize_task_dataset(task, datasets.Dataset.from_dict({"text": REVIEWS[::3], "label": truth[::3]}),
                                   tokenizer, 16)
-    for name, options in MODES.items():
+    for name in args.modes:
+        options = MODES[name]
         torch.manual_seed(0)
         model = MultiTaskModel.from_encoder(args.encoder, [task])
         training_args = MultiTaskTrainingArguments(
