@@ -1,5 +1,6 @@
-"""Tuning-free L2 (article 003): the correction on flat and per-tensor vectors, edge cases, and its equivalence with
-the one-auxiliary primary/auxiliary combiner."""
+"""Tuning-free L2 (Su Jianlin 2022, "多任务学习漫谈（三）：分主次之序" ("Multi-task learning notes III: primary and
+auxiliary"), https://kexue.fm/archives/8907, section "正则损失"): the correction on flat and per-tensor vectors,
+edge cases, and its equivalence with the one-auxiliary primary/auxiliary combiner."""
 
 from __future__ import annotations
 

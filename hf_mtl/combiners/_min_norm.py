@@ -1,6 +1,8 @@
 """Exact min-norm solvers on the Gram matrix shared by MGDA, primary/auxiliary, CAGrad, UPGrad and Nash-MTL.
 
-The central problem (``shared/DESIGN.md``, "Mixed") is, for a set ``M`` of main tasks and the rest auxiliary,
+The central problem (the "mixed" main/auxiliary problem of Su Jianlin 2022, "多任务学习漫谈（三）：分主次之序"
+("Multi-task learning notes III: primary and auxiliary"), https://kexue.fm/archives/8907, eq. 11; see also
+docs/combiners.md) is, for a set ``M`` of main tasks and the rest auxiliary,
 
     min_x  xᵀ G x   s.t.  x ≥ 0,  Σ_{i∈M} x_i = 1,                                  (P)
 

@@ -1,7 +1,7 @@
 """The combiner contract: a small function of the K×K Gram matrix (and losses) returning task weights.
 
 For tasks ``k = 1..K`` with shared-parameter gradients ``g_k``, the update direction is
-``u = Σ_k w_k g_k``; a combiner only chooses ``w`` (see ``shared/DESIGN.md``).
+``u = Σ_k w_k g_k``; a combiner only chooses ``w`` (notation and the table of methods: docs/combiners.md).
 
 Every combiner validates its inputs, converts them once to float64 NumPy (K is tiny; the Gram matrix may
 arrive on a GPU), solves there, and returns the weights as a tensor on the input's device and dtype.

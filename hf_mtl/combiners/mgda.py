@@ -1,21 +1,24 @@
 """MGDA: the min-norm point of the convex hull of the task gradients (Désidéri 2012; Sener & Koltun 2018).
 
 ``min_{α ∈ simplex} ||Σ α_k g_k||²`` on the Gram matrix; ``u = Σ α_k g_k``. At the optimum
-``<u, g_i> ≥ ||u||²`` for every task, so no task's loss rises to first order (article 001, "对偶问题").
+``<u, g_i> ≥ ||u||²`` for every task, so no task's loss rises to first order (Su Jianlin 2022,
+"多任务学习漫谈（二）：行梯度之事" ("Multi-task learning notes II: gradients"), blog post,
+https://kexue.fm/archives/8896, section "对偶问题", the dual problem; "Su 2022 (II)" below, equation numbers
+are the post's).
 
 Variants (all on the K×K Gram matrix, never on the gradients themselves):
 
 * ``"frank_wolfe"`` (default): Frank–Wolfe — add the vertex ``τ = argmin_i <g_i, u>`` (Sener & Koltun,
-  Algorithm 2; article 001 eq. 18) — with the exact line search carried out over all active vertices (Wolfe's
+  Algorithm 2; Su 2022 (II) eq. 18) — with the exact line search carried out over all active vertices (Wolfe's
   1976 minor cycle: the min-norm point of their affine hull, pulled back into the simplex along the segment if it
-  leaves it). With two active vertices this is the article's closed form ``γ = <u - g_τ, u> / ||u - g_τ||²``
+  leaves it). With two active vertices this is Su 2022 (II)'s closed form ``γ = <u - g_τ, u> / ||u - g_τ||²``
   clipped to [0, 1]. Plain Frank–Wolfe converges like 1/t; this terminates after finitely many steps. Stops when
   the duality gap ``<u, u - g_τ> ≤ tol·||u||²`` (i.e. every ``<u, g_i> ≥ (1 - tol)||u||²``; plus a rounding
   floor) or at ``max_iter``; ``last_info`` reports iterations, minor steps and the gap.
-* ``"averaged"``: the article's smoothed iteration, step ``1/(t+1)`` instead of the line search: ``α`` is the
-  running average of the chosen vertices (article 001 eq. 12, the simplified Frank–Wolfe).
-* ``"softmax"``: ``α = softmax(β)`` and plain gradient descent on ``β`` with step ``lr`` (article 001,
-  "去约束化"). Interior-only (``α > 0``), so it approaches boundary solutions slowly.
+* ``"averaged"``: Su 2022 (II)'s smoothed iteration, step ``1/(t+1)`` instead of the line search: ``α`` is the
+  running average of the chosen vertices (Su 2022 (II) eq. 12, the simplified Frank–Wolfe).
+* ``"softmax"``: ``α = softmax(β)`` and plain gradient descent on ``β`` with step ``lr`` (Su 2022 (II),
+  "去约束化", removing the constraint). Interior-only (``α > 0``), so it approaches boundary solutions slowly.
 * ``"active_set"``: the exact finite solver of :mod:`hf_mtl.combiners._min_norm` (Lawson–Hanson NNLS on the
   homogenised problem); no tolerance involved.
 

@@ -1,4 +1,8 @@
-"""Gradient normalisation: ``w_k = 1/||g_k||`` (article 001 and its predecessor "以损失之名").
+"""Gradient normalisation: ``w_k = 1/||g_k||``.
+
+Sources: Su Jianlin 2022, "多任务学习漫谈（二）：行梯度之事" ("Multi-task learning notes II: gradients"), blog
+post, https://kexue.fm/archives/8896, and its predecessor, Su Jianlin 2022, "多任务学习漫谈（一）：以损失之名"
+("Multi-task learning notes I: in the name of the loss"), blog post on kexue.fm.
 
 ``u = Σ_k g_k/||g_k||`` is invariant to rescaling any single task's loss (and to a global rescaling). For two
 tasks it is already non-conflicting: ``<u, g_i> = ||g_i||(1 + cos θ) ≥ 0``. A task with a zero gradient gets

@@ -1,19 +1,22 @@
-"""Primary/auxiliary ("主次型") combination: main tasks learn, auxiliary tasks must not get worse (article 003).
+"""Primary/auxiliary ("主次型") combination: main tasks learn, auxiliary tasks must not get worse.
+
+Source: Su Jianlin 2022, "多任务学习漫谈（三）：分主次之序" ("Multi-task learning notes III: primary and
+auxiliary"), blog post, https://kexue.fm/archives/8907 — "Su 2022 (III)" below; equation numbers are the post's.
 
 One main task ``g_0`` and auxiliaries ``g_1..g_n``:
 
     max_u <u, g_0> - ½||u||²  s.t. <u, g_i> ≥ 0   ⇔   min_{λ ≥ 0} ||g_0 + Σ λ_i g_i||²,   u = g_0 + Σ λ_i g_i
 
-(the dual by the minimax theorem, article 003 eq. 6). With one auxiliary the closed form is
-``λ = relu(-<g_0, g_1>) / ||g_1||²`` (article 003 eq. 7). For several, the article's coordinate iteration
+(the dual by the minimax theorem, Su 2022 (III) eq. 6). With one auxiliary the closed form is
+``λ = relu(-<g_0, g_1>) / ||g_1||²`` (Su 2022 (III) eq. 7). For several, the post's coordinate iteration
 (``solver="coordinate"``) re-solves one ``λ_τ`` in closed form at a time,
-``λ_τ ← relu(λ_τ - <g_τ, u>/||g_τ||²)``. The article picks ``τ = argmin_i <g_i, u>`` (the most violated
+``λ_τ ← relu(λ_τ - <g_τ, u>/||g_τ||²)``. The post picks ``τ = argmin_i <g_i, u>`` (the most violated
 constraint); that rule never lowers a ``λ_i`` that has become too large once every constraint holds, so it can
 stop short of the optimum. We pick the largest violation of the optimality conditions instead
-(``-<g_i, u>`` where negative, or ``|<g_i, u>|`` where ``λ_i > 0``), which includes the article's choice, and
+(``-<g_i, u>`` where negative, or ``|<g_i, u>|`` where ``λ_i > 0``), which includes the post's choice, and
 stop when every violation is below ``tol·||g_i||·||u||``.
 
-Several main tasks (the mixed problem the article leaves open, article 003 eq. 11):
+Several main tasks (the mixed problem Su 2022 (III) poses and leaves open, eq. 11):
 ``min_{α ∈ simplex(main), λ ≥ 0 (aux)} ||Σ α_i g_i + Σ λ_j g_j||²`` with ``u`` the minimiser. Solved exactly
 (``solver="active_set"``, the default for more than one auxiliary or more than one main task) by
 non-negative least squares on the homogenised problem (:mod:`hf_mtl.combiners._min_norm`). At the optimum

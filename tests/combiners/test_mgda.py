@@ -1,4 +1,8 @@
-"""MGDA: golden value, exactness against an independent NNLS reference, non-conflict, variants, normalisation."""
+"""MGDA: golden value, exactness against an independent NNLS reference, non-conflict, variants, normalisation.
+
+Su 2022 (II) = Su Jianlin 2022, "多任务学习漫谈（二）：行梯度之事" ("Multi-task learning notes II: gradients"),
+blog post, https://kexue.fm/archives/8896.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def test_golden_value(variant):
 
 
 def test_two_tasks_closed_form():
-    """For two gradients the optimum is the foot of the triangle's height (article 001)."""
+    """For two gradients the optimum is the foot of the triangle's height (Su 2022 (II))."""
     rng = np.random.default_rng(0)
     for _ in range(20):
         g1, g2 = rng.standard_normal((2, 5))
@@ -73,7 +77,7 @@ def test_max_iter_caps_the_solver():
 
 @pytest.mark.parametrize(("variant", "max_iter", "tolerance"), [("averaged", 20000, 2e-3), ("softmax", 20000, 2e-3)])
 def test_inexact_variants_approach_the_optimum(variant, max_iter, tolerance):
-    """The article's averaged iteration and the softmax parameterisation converge, slowly (no exactness promise)."""
+    """Su 2022 (II)'s averaged iteration and the softmax parameterisation converge, slowly (no exactness promise)."""
     rng = np.random.default_rng(4)
     for _ in range(3):
         jacobian = random_jacobian(rng, 6, 10, spread=0.5)

@@ -1,4 +1,8 @@
-"""Primary/auxiliary: closed form, exactness (single and mixed) against NNLS references, guarantees, reductions."""
+"""Primary/auxiliary: closed form, exactness (single and mixed) against NNLS references, guarantees, reductions.
+
+Su 2022 (III) = Su Jianlin 2022, "多任务学习漫谈（三）：分主次之序" ("Multi-task learning notes III: primary and
+auxiliary"), blog post, https://kexue.fm/archives/8907 (equation numbers are the post's).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ def check_against(weights: np.ndarray, reference: np.ndarray, jacobian: np.ndarr
 
 
 def test_one_auxiliary_closed_form():
-    """λ = relu(-<g0, g1>)/||g1||² (article 003 eq. 7), whichever index is main."""
+    """λ = relu(-<g0, g1>)/||g1||² (Su 2022 (III) eq. 7), whichever index is main."""
     rng = np.random.default_rng(0)
     for _ in range(20):
         jacobian = rng.standard_normal((2, 4))
@@ -106,7 +110,7 @@ def test_mixed_with_one_main_is_primary_auxiliary():
 
 
 def test_coordinate_iteration_converges_to_the_optimum():
-    """The article's coordinate iteration (with the KKT-violation rule) on well-conditioned systems."""
+    """Su 2022 (III)'s coordinate iteration (with the KKT-violation rule) on well-conditioned systems."""
     rng = np.random.default_rng(5)
     for num_tasks in (3, 5, 8, 16):
         jacobian = random_jacobian(rng, num_tasks, 3 * num_tasks, spread=0.5)
@@ -117,21 +121,21 @@ def test_coordinate_iteration_converges_to_the_optimum():
 
 
 def test_coordinate_rule_also_lowers_multipliers():
-    """The article's rule τ = argmin_i <g_i, u> stalls here once every <g_i, u> ≥ 0, short of the optimum;
+    """Su 2022 (III)'s rule τ = argmin_i <g_i, u> stalls here once every <g_i, u> ≥ 0, short of the optimum;
     choosing the largest KKT violation (which may lower a λ) reaches it."""
     jacobian = np.array([[1.3, 0.9], [-0.7, -1.3], [-0.6, 0.0]])
     gram = jacobian @ jacobian.T
-    article = np.array([1.0, 0.0, 0.0])
+    argmin_rule = np.array([1.0, 0.0, 0.0])
     for _ in range(200):
-        products = gram @ article
+        products = gram @ argmin_rule
         tau = 1 + int(np.argmin(products[1:]))
-        article[tau] = max(0.0, article[tau] - products[tau] / gram[tau, tau])
+        argmin_rule[tau] = max(0.0, argmin_rule[tau] - products[tau] / gram[tau, tau])
     reference = primary_auxiliary_reference(jacobian, 0)
-    stalled = article @ jacobian
+    stalled = argmin_rule @ jacobian
     # <g_j, u> is exactly 0 for the last coordinate updated; in floats, within rounding of |<g_j, u>| ≤
     # max_i ‖g_i‖² · Σ|λ_i| (observed: -2.7e-17).
     products = jacobian[1:] @ stalled
-    tolerance = 1e-12 * np.max(np.sum(jacobian**2, axis=1)) * np.abs(article).sum()
+    tolerance = 1e-12 * np.max(np.sum(jacobian**2, axis=1)) * np.abs(argmin_rule).sum()
     assert np.min(products) >= -tolerance, f"<g_aux, u> = {products}, tolerance {tolerance:.1e}"
     assert stalled @ stalled > 0.1, f"‖u‖² = {stalled @ stalled}"  # optimum: u = 0
     combiner = get_combiner("primary_auxiliary", primary=[0], solver="coordinate")
