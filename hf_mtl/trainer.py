@@ -60,8 +60,8 @@ class MultiTaskTrainer(StepTrainer):
         clean_dataset: the trusted set of the ``loss_masking`` mode (:mod:`hf_mtl.masking`), laid out like
             ``train_dataset``.
         per_example_loss: the masking mode's per-example loss (default: the heads' own).
-        compute_metrics: optional ``fn(EvalPrediction) -> dict``, called with per-task dicts
-            (``predictions[task]``, ``label_ids[task]``) on top of each task's own metrics.
+        compute_metrics: optional ``fn(EvalPrediction) -> dict``, called once per evaluation with per-task dicts
+            (``predictions[task]``, ``label_ids[task]``); its keys are added (prefixed) to each task's own metrics.
         Other arguments are those of ``transformers.Trainer``. ``processing_class`` (the tokenizer) pads the
         sub-batches unless a ``data_collator`` that builds the model's batch layout is given.
     """
@@ -352,6 +352,10 @@ class MultiTaskTrainer(StepTrainer):
                 metrics[f"{prefix}_{task.name}_loss"] = task_loss
                 total_loss += task.weight * task_loss
         metrics[f"{prefix}_loss"] = total_loss
+        if self.user_compute_metrics is not None and label_ids:
+            user = self.user_compute_metrics(EvalPrediction(predictions=predictions, label_ids=label_ids))
+            metrics.update({key if key.startswith(f"{prefix}_") else f"{prefix}_{key}": value
+                            for key, value in user.items()})
         headline = [metrics[f"{prefix}_{name}_{key}"] for name, key in self._headline_keys.items()
                     if f"{prefix}_{name}_{key}" in metrics]
         if headline:
@@ -397,7 +401,7 @@ class MultiTaskTrainer(StepTrainer):
         return loss, predictions, (labels or None)
 
     def _task_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        """Each task's own metrics (``{task}_{metric}``) plus the user's ``compute_metrics``, if any."""
+        """Each task's own metrics (``{task}_{metric}``); the user's ``compute_metrics`` runs once over all tasks."""
         module: MultiTaskModel = self.accelerator.unwrap_model(self.model)
         metrics: dict[str, float] = {}
         for name, predicted in prediction.predictions.items():
@@ -410,6 +414,4 @@ class MultiTaskTrainer(StepTrainer):
             if values:
                 self._headline_keys.setdefault(name, next(iter(values)))
             metrics.update({f"{name}_{key}": value for key, value in values.items()})
-        if self.user_compute_metrics is not None:
-            metrics.update(self.user_compute_metrics(prediction))
         return metrics
