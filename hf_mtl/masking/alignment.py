@@ -36,9 +36,11 @@ class _ExampleLossModule(nn.Module):
         super().__init__()
         self.model = model
         self.per_example_loss = per_example_loss
+        self.task_losses: dict[str, float] | None = None  # plain numbers of the last call, for logging
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         result = self.per_example_loss(self.model, batch)
+        self.task_losses = result.task_losses
         extra = result.extra if result.extra is not None else result.losses.new_zeros(())
         return result.losses, result.weights, extra
 
@@ -95,7 +97,7 @@ def losses_and_alignments(
         (losses, weights, extra), (loss_tangents, _, _) = jvp(loss_of, (primals,), (tangents,))
     alignments = loss_tangents.detach().float()
     del loss_tangents  # frees the tangent's own autograd graph before the backward
-    return ExampleLosses(losses, weights, extra), alignments
+    return ExampleLosses(losses, weights, extra, wrapper.task_losses), alignments
 
 
 def example_alignments(

@@ -300,3 +300,26 @@ def test_parameter_pattern_matching_nothing_is_rejected(tmp_path, tiny_encoder_d
 def test_bad_masking_arguments_are_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, **overrides)
+
+
+@pytest.mark.parametrize("mode", ["example", "batch"])
+def test_a_diverging_run_follows_the_nonfinite_policy(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean, mode):
+    """A learning rate that makes the loss overflow: `raise` stops with the step named, `skip_step` never writes
+    a NaN into the weights (the old masking step bypassed the policy and ended with NaN weights)."""
+    diverging = dict(optim="sgd", learning_rate=1e12, max_grad_norm=0.0, max_steps=6, loss_masking=mode)
+    _, trainer = make_trainer(tmp_path / "raise", tiny_encoder_dir, tokenizer, noisy, clean, nonfinite_policy="raise",
+                              **diverging)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        trainer.train()
+    model, trainer = make_trainer(tmp_path / "skip", tiny_encoder_dir, tokenizer, noisy, clean, **diverging)
+    trainer.train()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert trainer.last_step.skipped and "non-finite" in trainer.last_step.reason
+
+
+def test_per_task_losses_are_logged_under_masking(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean):
+    _, trainer = make_trainer(tmp_path, tiny_encoder_dir, tokenizer, noisy, clean)
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert logged and all(math.isfinite(e["loss_sentiment"]) for e in logged)
+    assert trainer.last_step.losses is not None and trainer.last_step.losses.shape == (1,)
