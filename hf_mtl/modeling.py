@@ -150,6 +150,12 @@ class MultiTaskModel(PreTrainedModel):
         self.heads = nn.ModuleDict({t.name: head_class(t.kind)(t, config) for t in tasks})
         self.post_init()
 
+    def post_init(self) -> None:
+        super().post_init()
+        # Transformers collects tied weights (a seq2seq decoder's output layer ↔ its embeddings) from direct
+        # children only; the heads' models sit inside ``heads``, so gather them from every sub-model.
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
+
     # --- construction -------------------------------------------------------------------------------
     @classmethod
     def from_encoder(
