@@ -175,31 +175,35 @@ class ClassifierHead(TaskHead):
     def forward(self, hidden: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         return self.classifier(self.dropout(self.pool(hidden, batch.get("attention_mask"))))
 
-    def checked_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """``labels`` as class ids; a label outside ``[0, num_labels)`` other than ``-100`` raises."""
-        labels = labels.long()
-        out_of_range = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.num_labels))
-        if bool(out_of_range.any()):
-            bad = labels[out_of_range][0].item()
-            raise ValueError(
-                f"Task {self.task_name!r}: label {bad} is outside [0, {self.num_labels}) "
-                f"(num_labels={self.num_labels})."
-            )
-        return labels
-
     def class_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy and labelled mask of each item (shape of ``labels``)."""
-        labels = self.checked_labels(labels)
-        losses = F.cross_entropy(
-            logits.float().reshape(-1, self.num_labels), labels.reshape(-1), ignore_index=IGNORE_INDEX,
-            reduction="none",
-        ).view(labels.shape)
-        return losses, (labels != IGNORE_INDEX).float()
+        return class_losses(logits, labels, self.num_labels, f"Task {self.task_name!r}")
 
     def loss(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Mean cross-entropy over the labelled items (label ``-100`` is ignored)."""
-        labels = self.checked_labels(batch["labels"])
+        labels = checked_class_ids(batch["labels"], self.num_labels, f"Task {self.task_name!r}")
         return F.cross_entropy(logits.float().reshape(-1, self.num_labels), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def checked_class_ids(labels: torch.Tensor, num_labels: int, where: str) -> torch.Tensor:
+    """``labels`` as class ids; a label outside ``[0, num_labels)`` other than ``-100`` raises, naming ``where``."""
+    labels = labels.long()
+    out_of_range = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_labels))
+    if bool(out_of_range.any()):
+        bad = labels[out_of_range][0].item()
+        raise ValueError(f"{where}: label {bad} is outside [0, {num_labels}) (num_labels={num_labels}).")
+    return labels
+
+
+def class_losses(
+    logits: torch.Tensor, labels: torch.Tensor, num_labels: int, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of each item and its labelled mask (``-100`` ignored: loss 0, mask 0), shaped like ``labels``."""
+    labels = checked_class_ids(labels, num_labels, where)
+    losses = F.cross_entropy(
+        logits.float().reshape(-1, num_labels), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(labels.shape)
+    return losses, (labels != IGNORE_INDEX).float()
 
 
 def check_num_labels(task: Task) -> None:

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from hf_mtl.tasks import Task
 
 
+def squared_errors(predictions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared error of each example and its labelled mask (a ``NaN`` label: error 0, mask 0)."""
+    targets = labels.to(torch.float32).view(-1)
+    present = ~torch.isnan(targets)
+    error = predictions.float().view(-1) - torch.where(present, targets, torch.zeros_like(targets))
+    return torch.where(present, error.square(), torch.zeros_like(error)), present.float()
+
+
 @register_head("regression")
 class RegressionHead(ClassifierHead):
     """A linear layer to one output on the pooled representation; a ``NaN`` label marks an unlabelled example."""
@@ -47,10 +55,7 @@ class RegressionHead(ClassifierHead):
         return F.mse_loss(logits.view(-1)[keep], labels[keep])
 
     def example_losses(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        targets = batch["labels"].to(torch.float32).view(-1)
-        present = ~torch.isnan(targets)
-        error = logits.float().view(-1) - torch.where(present, targets, torch.zeros_like(targets))
-        return torch.where(present, error.square(), torch.zeros_like(error)), present.float()
+        return squared_errors(logits, batch["labels"])
 
     def predict(self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """The predicted values (B,)."""

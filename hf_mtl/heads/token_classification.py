@@ -35,7 +35,8 @@ class TokenClassificationHead(ClassifierHead):
 
     @classmethod
     def collate_labels(cls, task: Task | None, labels: Sequence[Any], width: int) -> torch.Tensor:
-        """Label rows padded with ``-100`` to the padded input length ``width``."""
+        """Label rows padded with ``-100`` to the padded input length ``width`` (or the longest row, if longer)."""
+        width = max(width, *(len(row) for row in labels))
         return torch.tensor([list(row) + [IGNORE_INDEX] * (width - len(row)) for row in labels], dtype=torch.long)
 
     def forward(self, hidden: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
