@@ -59,7 +59,7 @@ class RegressionHead(ClassifierHead):
 
     def predict(self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """The predicted values (B,)."""
-        return logits.float().view(-1)
+        return logits.detach().float().view(-1)
 
     def metric_arrays(self, predictions: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         predictions, labels = predictions.float().reshape(-1), labels.float().reshape(-1)
