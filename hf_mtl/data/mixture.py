@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -236,6 +236,7 @@ class MultiTaskCollator:
     task_order: Sequence[str | Task]
     regression_tasks: frozenset[str] = frozenset()
     pad_to_multiple_of: int | None = None
+    tasks: dict[str, Task] = field(init=False)
 
     def __post_init__(self) -> None:
         self.tasks = {t.name: t for t in self.task_order if isinstance(t, Task)}
