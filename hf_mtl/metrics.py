@@ -1,7 +1,8 @@
-"""Offline task metrics (scikit-learn / scipy), with ``evaluate`` as the fallback for other names.
+"""Offline task metrics (scikit-learn / scipy / sacrebleu), with ``evaluate`` as the fallback for other names.
 
 ``evaluate.load("accuracy")`` fetches a script from the hub, which fails offline; the common GLUE
-metrics are therefore computed locally. Any other name is passed to ``evaluate.load`` for online users.
+metrics and the translation metrics BLEU and chrF (sacrebleu; Post 2018, arXiv 1804.08771) are therefore
+computed locally. Any other name is passed to ``evaluate.load`` for online users.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import sacrebleu
 from scipy import stats
 from sklearn import metrics as skm
 
@@ -48,6 +50,16 @@ def _mse(predictions: np.ndarray, references: np.ndarray) -> float:
     return float(skm.mean_squared_error(references, predictions))
 
 
+def _bleu(predictions: np.ndarray, references: np.ndarray) -> float:
+    """Corpus BLEU (0–100) of decoded texts against one reference each."""
+    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
+
+
+def _chrf(predictions: np.ndarray, references: np.ndarray) -> float:
+    """Corpus chrF (0–100) of decoded texts against one reference each."""
+    return float(sacrebleu.corpus_chrf(list(predictions), [list(references)]).score)
+
+
 LOCAL_METRICS: dict[str, MetricFn] = {
     "accuracy": _accuracy,
     "f1": _binary_f1,
@@ -56,6 +68,8 @@ LOCAL_METRICS: dict[str, MetricFn] = {
     "pearson": _pearson,
     "spearmanr": _spearman,
     "mse": _mse,
+    "sacrebleu": _bleu,
+    "chrf": _chrf,
 }
 HIGHER_IS_BETTER = {name: name != "mse" for name in LOCAL_METRICS}
 

@@ -2,11 +2,12 @@
 
 Data flow: batch → shared encoder → representation ``z`` (batch × tokens × hidden) → task head → per-task
 loss. ``forward`` returns every task's loss and logits plus the representations, which the gradient
-engine differentiates against in ``encoder_output`` mode (DESIGN.md, "Encoder-output gradients").
+engine differentiates against in ``encoder_output`` mode (the MGDA upper bound of Sener & Koltun 2018,
+arXiv 1810.04650). Heads are built by kind through the registry of :mod:`hf_mtl.heads`.
 
 Hard sharing (default) uses one encoder for all tasks. Soft sharing gives each task its own copy of the
 encoder and adds ``coef · Σ_{i<j} ||θ_i − θ_j||²`` to the loss (the L2 soft-sharing penalty of
-Duong et al. 2015, seed 004).
+Duong et al. 2015, ACL).
 """
 
 from __future__ import annotations
@@ -16,15 +17,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import ModelOutput
 
-from hf_mtl.metrics import compute_metric
-from hf_mtl.tasks import Task, TaskKind, check_unique_names
+from hf_mtl.heads import TaskHead, head_class
+from hf_mtl.heads.seq2seq import decoder_token_ids
+from hf_mtl.tasks import Task, check_unique_names
 
 ENCODER_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -39,6 +46,9 @@ class MultiTaskConfig(PretrainedConfig):
         soft_sharing_coef: coefficient of the soft-sharing penalty ``Σ_{i<j} ||θ_i − θ_j||²``.
         pooling: ``"mean"`` (masked mean over tokens) or ``"cls"`` (first token) for sentence-level heads.
         head_dropout: dropout before each head; ``None`` uses the encoder's ``hidden_dropout_prob``.
+        decoder_token_ids: ``decoder_start_token_id``, ``eos_token_id`` and ``pad_token_id`` of seq2seq
+            decoders (:meth:`MultiTaskModel.from_encoder` reads them from the tokenizer).
+        seq2seq_max_new_tokens: most tokens a seq2seq head generates at evaluation.
     """
 
     model_type = "hf_mtl"
@@ -51,6 +61,8 @@ class MultiTaskConfig(PretrainedConfig):
         soft_sharing_coef: float = 1e-3,
         pooling: str = "mean",
         head_dropout: float | None = None,
+        decoder_token_ids: dict[str, int] | None = None,
+        seq2seq_max_new_tokens: int = 64,
         **kwargs: Any,
     ) -> None:
         if isinstance(encoder_config, dict):
@@ -69,6 +81,10 @@ class MultiTaskConfig(PretrainedConfig):
         self.soft_sharing_coef = float(soft_sharing_coef)
         self.pooling = pooling
         self.head_dropout = head_dropout
+        self.decoder_token_ids = dict(decoder_token_ids) if decoder_token_ids else None
+        if seq2seq_max_new_tokens < 1:
+            raise ValueError(f"seq2seq_max_new_tokens must be >= 1, got {seq2seq_max_new_tokens}.")
+        self.seq2seq_max_new_tokens = int(seq2seq_max_new_tokens)
         super().__init__(**kwargs)
 
     @property
@@ -105,83 +121,8 @@ class MultiTaskModelOutput(ModelOutput):
 SHARED_GROUP = "shared"
 
 
-class TaskHead(nn.Module):
-    """Dropout + linear layer on the pooled (sentence tasks) or per-token (token tasks) representation.
-
-    The contract every head follows (the trainer and the step strategies rely on nothing else):
-
-    * ``forward(hidden, batch) -> logits`` — ``batch`` is the task's sub-batch (``attention_mask``,
-      ``labels`` and any head-specific entries);
-    * ``loss(logits, batch) -> scalar`` — mean over the labelled items;
-    * ``predict(hidden, logits, batch) -> Tensor`` — what evaluation compares with the labels;
-    * ``metric_arrays(predictions, labels) -> (predictions, references)`` — flat NumPy arrays, padding dropped;
-    * ``compute_metrics(predictions, references, tokenizer) -> {name: value}`` — the task's metrics.
-    """
-
-    def __init__(self, task: Task, hidden_size: int, dropout: float, pooling: str) -> None:
-        super().__init__()
-        self.task = task
-        self.kind = TaskKind(task.kind)
-        self.task_name = task.name
-        self.num_labels = int(task.num_labels or 1)
-        self.pooling = pooling
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, self.num_labels)
-
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        if attention_mask is None:
-            return hidden.mean(dim=1)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-
-    def forward(self, hidden: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        if self.kind is TaskKind.TOKEN_CLASSIFICATION:
-            return self.classifier(self.dropout(hidden))
-        return self.classifier(self.dropout(self.pool(hidden, batch.get("attention_mask"))))
-
-    def loss(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Mean loss over the labelled examples (tokens); label ``-100`` (``NaN`` for regression) is ignored."""
-        labels = batch["labels"]
-        if self.kind is TaskKind.REGRESSION:
-            labels = labels.to(logits.dtype).view(-1)
-            keep = ~torch.isnan(labels)
-            return F.mse_loss(logits.view(-1)[keep], labels[keep])
-        labels = labels.long()
-        out_of_range = (labels != -100) & ((labels < 0) | (labels >= self.num_labels))
-        if bool(out_of_range.any()):
-            bad = labels[out_of_range][0].item()
-            raise ValueError(
-                f"Task {self.task_name!r}: label {bad} is outside [0, {self.num_labels}) (num_labels={self.num_labels})."
-            )
-        return F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), ignore_index=-100)
-
-    def predict(self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Class ids (per token for token tasks) or regression values."""
-        if self.kind is TaskKind.REGRESSION:
-            return logits.float().view(-1)
-        return logits.argmax(dim=-1)
-
-    def metric_arrays(self, predictions: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Flat predictions and references with unlabelled items (``-100``, ``NaN``) dropped."""
-        if self.kind is TaskKind.REGRESSION:
-            predictions, labels = predictions.float().reshape(-1), labels.float().reshape(-1)
-            keep = ~torch.isnan(labels)
-        else:
-            predictions, labels = predictions.reshape(-1), labels.reshape(-1)
-            keep = labels != -100
-        return predictions[keep].cpu().numpy(), labels[keep].cpu().numpy()
-
-    def compute_metrics(self, predictions: np.ndarray, references: np.ndarray, tokenizer: Any = None) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name in self.task.metrics:
-            out.update(compute_metric(name, predictions, references))
-        return out
-
-
 class MultiTaskModel(PreTrainedModel):
-    """One pretrained ``AutoModel`` encoder shared by several tasks, one :class:`TaskHead` each.
+    """One pretrained ``AutoModel`` encoder shared by several tasks, one :class:`~hf_mtl.heads.TaskHead` each.
 
     Two batch layouts are accepted by :meth:`forward`:
 
@@ -206,31 +147,47 @@ class MultiTaskModel(PreTrainedModel):
             self.encoder = AutoModel.from_config(config.encoder_config)
         else:
             self.encoders = nn.ModuleDict({name: AutoModel.from_config(config.encoder_config) for name in self.tasks})
-        hidden = config.encoder_config.hidden_size
-        dropout = config.head_dropout
-        if dropout is None:
-            dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
-        self.heads = nn.ModuleDict({t.name: TaskHead(t, hidden, dropout, config.pooling) for t in tasks})
+        self.heads = nn.ModuleDict({t.name: head_class(t.kind)(t, config) for t in tasks})
         self.post_init()
+
+    def post_init(self) -> None:
+        super().post_init()
+        # Transformers collects tied weights (a seq2seq decoder's output layer ↔ its embeddings) from direct
+        # children only; the heads' models sit inside ``heads``, so gather them from every sub-model.
+        self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
     def from_encoder(
-        cls, encoder_name_or_path: str, tasks: Sequence[Task], **config_kwargs: Any
+        cls,
+        encoder_name_or_path: str,
+        tasks: Sequence[Task],
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        **config_kwargs: Any,
     ) -> MultiTaskModel:
-        """Build a model around a pretrained encoder (hub id or local folder), heads freshly initialised."""
+        """Build a model around a pretrained encoder (hub id or local folder).
+
+        The encoder copies get its weights; each head is then warm-started from it (``TaskHead.warm_start``:
+        a seq2seq decoder takes the encoder's weights, BERT2BERT-style) or freshly initialised. A seq2seq
+        task needs the start/end/padding token ids: from ``decoder_token_ids`` if given, else from
+        ``tokenizer`` (loaded from ``encoder_name_or_path`` when omitted).
+        """
         encoder = AutoModel.from_pretrained(encoder_name_or_path)
+        needs_ids = any(head_class(t.kind).needs_tokenizer for t in tasks)
+        if needs_ids and config_kwargs.get("decoder_token_ids") is None:
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(encoder_name_or_path)
+            config_kwargs["decoder_token_ids"] = decoder_token_ids(tokenizer)
         config = MultiTaskConfig(encoder_config=encoder.config, tasks=list(tasks), **config_kwargs)
         model = cls(config)
         for task_encoder in model.shared_encoders():
             task_encoder.load_state_dict(encoder.state_dict())
+        for head in model.heads.values():
+            head.warm_start(encoder)
         return model
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, TaskHead):
-            std = getattr(self.config.encoder_config, "initializer_range", 0.02)
-            nn.init.normal_(module.classifier.weight, std=std)
-            nn.init.zeros_(module.classifier.bias)
+            module.init_weights(getattr(self.config.encoder_config, "initializer_range", 0.02))
 
     # --- structure ----------------------------------------------------------------------------------
     @property
@@ -250,7 +207,8 @@ class MultiTaskModel(PreTrainedModel):
         return [p for p in self.encoder.parameters() if p.requires_grad]
 
     def task_specific_parameters(self, task: str) -> list[nn.Parameter]:
-        """Parameters only ``task``'s loss depends on: its head (and its encoder copy under soft sharing)."""
+        """Parameters only ``task``'s loss depends on: its head, a seq2seq decoder included (and its encoder
+        copy under soft sharing)."""
         params = list(self.heads[task].parameters())
         if self.config.sharing == "soft":
             params += list(self.encoders[task].parameters())

@@ -6,11 +6,15 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hf_mtl.heads import TaskHead
 
 
 class TaskKind(str, enum.Enum):
-    """What a task head predicts."""
+    """What a task head predicts: the built-in kinds (:mod:`hf_mtl.heads` registers one head class each;
+    ``register_head`` adds more, whose ``Task.kind`` stays a plain string)."""
 
     SINGLE_SENTENCE_CLASSIFICATION = "single_sentence_classification"
     SENTENCE_PAIR_CLASSIFICATION = "sentence_pair_classification"
@@ -38,14 +42,7 @@ class TaskRole(str, enum.Enum):
     AUXILIARY = "auxiliary"
 
 
-_DEFAULT_METRICS: dict[TaskKind, tuple[str, ...]] = {
-    TaskKind.SINGLE_SENTENCE_CLASSIFICATION: ("accuracy", "macro_f1"),
-    TaskKind.SENTENCE_PAIR_CLASSIFICATION: ("accuracy", "macro_f1"),
-    TaskKind.REGRESSION: ("pearson", "spearmanr"),
-    TaskKind.TOKEN_CLASSIFICATION: ("accuracy",),
-    TaskKind.SEQ2SEQ: ("sacrebleu",),
-}
-
+_BUILTIN_KINDS = {kind.value for kind in TaskKind}
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -55,7 +52,7 @@ class Task:
 
     Args:
         name: identifier used as the head's key, in logs (``eval_<name>_<metric>``) and in batches.
-        kind: a :class:`TaskKind` or its string value.
+        kind: a :class:`TaskKind`, its string value, or a kind registered with ``hf_mtl.heads.register_head``.
         num_labels: number of classes (1 for regression). Inferred from ``label_names`` when omitted.
         label_names: human-readable class names, index ``i`` naming label ``i``.
         metrics: metric names (offline ones from :mod:`hf_mtl.metrics`, or any ``evaluate`` name online).
@@ -78,12 +75,8 @@ class Task:
                 f"Task name {self.name!r} is not a valid identifier: use letters, digits and underscores, "
                 "starting with a letter."
             )
-        try:
-            self.kind = TaskKind(self.kind)
-        except ValueError:
-            raise ValueError(
-                f"Task {self.name!r}: unknown kind {self.kind!r}; expected one of {[k.value for k in TaskKind]}."
-            ) from None
+        head = self.head_class()
+        self.kind = TaskKind(head.kind) if head.kind in _BUILTIN_KINDS else head.kind
         try:
             self.role = TaskRole(self.role)
         except ValueError:
@@ -98,19 +91,9 @@ class Task:
                 raise ValueError(
                     f"Task {self.name!r}: num_labels={self.num_labels} but {len(self.label_names)} label_names given."
                 )
-        if self.kind is TaskKind.REGRESSION:
-            if self.num_labels not in (None, 1):
-                raise ValueError(f"Task {self.name!r}: a regression task has num_labels=1, got {self.num_labels}.")
-            self.num_labels = 1
-        elif self.kind is not TaskKind.SEQ2SEQ:
-            if self.num_labels is None or int(self.num_labels) < 2:
-                raise ValueError(
-                    f"Task {self.name!r}: a {self.kind.value} task needs num_labels >= 2 (or label_names), "
-                    f"got {self.num_labels}."
-                )
-            self.num_labels = int(self.num_labels)
+        head.check_task(self)
         if not self.metrics:
-            self.metrics = list(_DEFAULT_METRICS[self.kind])
+            self.metrics = list(head.default_metrics)
         self.metrics = list(self.metrics)
         self.weight = float(self.weight)
 
@@ -118,9 +101,25 @@ class Task:
     def is_main(self) -> bool:
         return self.role is TaskRole.MAIN
 
+    @property
+    def kind_name(self) -> str:
+        """The kind as a plain string."""
+        return str(getattr(self.kind, "value", self.kind))
+
+    def head_class(self) -> type[TaskHead]:
+        """The :class:`~hf_mtl.heads.TaskHead` subclass registered for this task's kind."""
+        from hf_mtl.heads import head_class, registered_kinds  # the heads import this module
+
+        try:
+            return head_class(self.kind)
+        except ValueError:
+            raise ValueError(
+                f"Task {self.name!r}: unknown kind {self.kind_name!r}; expected one of {registered_kinds()}."
+            ) from None
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["kind"] = self.kind.value
+        data["kind"] = self.kind_name
         data["role"] = self.role.value
         return data
 

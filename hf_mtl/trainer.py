@@ -39,7 +39,7 @@ from hf_mtl.modeling import SHARED_GROUP, MultiTaskModel
 from hf_mtl.regularization import apply_tuning_free_l2_
 from hf_mtl.steps import StepRecord, get_step_strategy
 from hf_mtl.steps.trainer import StepTrainer
-from hf_mtl.tasks import Task, TaskKind
+from hf_mtl.tasks import Task
 from hf_mtl.training_args import MultiTaskTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -184,8 +184,7 @@ class MultiTaskTrainer(StepTrainer):
             if self.user_data_collator is not None:
                 collator = self.user_data_collator
             else:
-                regression = frozenset(t.name for t in self.tasks if t.kind is TaskKind.REGRESSION)
-                collator = MultiTaskCollator(self._tokenizer(), self.task_names, regression)
+                collator = MultiTaskCollator(self._tokenizer(), self.tasks)
             loader = DataLoader(mixture, batch_sampler=sampler, collate_fn=collator, **params)
         return self.accelerator.prepare(loader)
 

@@ -8,11 +8,10 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import SENTENCES
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data import tokenize_shared_dataset
-
-from conftest import SENTENCES
 
 
 def make_args(tmp_path, **overrides):

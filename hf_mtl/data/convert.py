@@ -12,7 +12,7 @@ from hf_mtl.data.validation import (
     TEXT_PAIR_COLUMN,
     validate_task_dataset,
 )
-from hf_mtl.tasks import Task, TaskKind
+from hf_mtl.tasks import Task
 
 
 def is_string_column(dataset: datasets.Dataset, column: str) -> bool:
@@ -61,11 +61,12 @@ def to_contract_columns(
     ``text_pair_column`` is kept whenever given: sentence-pair classification needs it, and a
     regression task may score a pair too (STS-B).
 
-    String labels of a classification task are mapped through ``task.label_names``; class ids are
-    cast to int64 and regression targets to float32. The result is validated.
+    String labels of a sentence classification task are mapped through ``task.label_names``; the label
+    column is cast to the head's ``label_dtype`` (class ids int64, regression targets float32). The result
+    is validated.
     """
-    kind = TaskKind(task.kind)
-    if kind.is_pair and text_pair_column is None:
+    head = task.head_class()
+    if head.requires_pair and text_pair_column is None:
         raise ValueError(f"Task {task.name!r} is a sentence-pair task: give the column of the second text.")
     has_pair = text_pair_column is not None
     sources = [text_column] + ([text_pair_column] if has_pair else []) + [label_column]
@@ -78,11 +79,7 @@ def to_contract_columns(
         }
     )
     converted = datasets.Dataset(table)
-    if (
-        kind.is_classification
-        and kind is not TaskKind.TOKEN_CLASSIFICATION
-        and is_string_column(converted, LABEL_COLUMN)
-    ):
+    if head.has_classes and head.label_dtype is not None and is_string_column(converted, LABEL_COLUMN):
         if not task.label_names:
             raise ValueError(
                 f"Task {task.name!r}, split {split_name!r}, column {label_column!r}: labels are strings "
@@ -97,10 +94,8 @@ def to_contract_columns(
         )
         converted = converted.remove_columns(LABEL_COLUMN).add_column(LABEL_COLUMN, ids.tolist())
     validate_task_dataset(task, converted, split_name)
-    if kind is TaskKind.REGRESSION:
-        converted = converted.cast_column(LABEL_COLUMN, datasets.Value("float32"))
-    elif kind.is_classification and kind is not TaskKind.TOKEN_CLASSIFICATION:
-        converted = converted.cast_column(LABEL_COLUMN, datasets.Value("int64"))
+    if head.label_dtype is not None:
+        converted = converted.cast_column(LABEL_COLUMN, datasets.Value(head.label_dtype))
     return converted
 
 

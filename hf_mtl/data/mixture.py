@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -20,7 +20,11 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from hf_mtl.tasks import Task, TaskKind
+from hf_mtl.heads import TaskHead
+from hf_mtl.heads.classification import SequenceClassificationHead
+from hf_mtl.heads.regression import RegressionHead
+from hf_mtl.heads.token_classification import TokenClassificationHead
+from hf_mtl.tasks import Task
 
 SAMPLING_STRATEGIES = ("proportional", "temperature", "uniform")
 TASK_COLUMN = "__task__"
@@ -136,23 +140,21 @@ def tokenize_task_dataset(
     max_length: int = 128,
     label_column: str = "label",
 ) -> datasets.Dataset:
-    """Tokenise ``text`` (+ ``text_pair`` when present, e.g. STS-B regression) and keep inputs + ``labels``."""
+    """Inputs + ``labels`` of the task's head (``TaskHead.tokenize``): ``text`` (+ ``text_pair`` when the
+    head reads one, e.g. STS-B regression) and the label column (a seq2seq target is tokenised too)."""
     if len(dataset) == 0:
         raise ValueError(f"Task {task.name!r} has no examples.")
-    pair = task.kind is TaskKind.SENTENCE_PAIR_CLASSIFICATION or "text_pair" in dataset.column_names
-    for column in ("text", label_column) + (("text_pair",) if pair else ()):
+    head = task.head_class()
+    for column in (*head.text_columns(task), label_column):
         if column not in dataset.column_names:
             raise ValueError(
                 f"Task {task.name!r}: column {column!r} is missing; the dataset has columns {dataset.column_names}."
             )
-
-    def encode(rows: dict[str, list[Any]]) -> dict[str, Any]:
-        encoded = tokenizer(rows["text"], rows["text_pair"] if pair else None, truncation=True, max_length=max_length)
-        encoded["labels"] = rows[label_column]
-        return encoded
-
     return dataset.map(
-        encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenising {task.name}"
+        lambda rows: head.tokenize(task, rows, tokenizer, max_length, label_column),
+        batched=True,
+        remove_columns=dataset.column_names,
+        desc=f"Tokenising {task.name}",
     )
 
 
@@ -162,7 +164,8 @@ def tokenize_shared_dataset(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int = 128,
 ) -> datasets.Dataset:
-    """Tokenise a shared-input dataset whose labels sit in ``label_<task>`` columns."""
+    """Tokenise a shared-input dataset whose labels sit in ``label_<task>`` columns (each encoded by its
+    task's head, e.g. a seq2seq target into token ids)."""
     if len(dataset) == 0:
         raise ValueError(f"Shared-input dataset for tasks {[t.name for t in tasks]} has no examples.")
     needed = ["text"] + [f"label_{t.name}" for t in tasks]
@@ -174,9 +177,13 @@ def tokenize_shared_dataset(
     pair = "text_pair" in dataset.column_names
 
     def encode(rows: dict[str, list[Any]]) -> dict[str, Any]:
-        return tokenizer(
-            rows["text"], rows["text_pair"] if pair else None, truncation=True, max_length=max_length
+        encoded = dict(
+            tokenizer(rows["text"], rows["text_pair"] if pair else None, truncation=True, max_length=max_length)
         )
+        for task in tasks:
+            column = f"label_{task.name}"
+            encoded[column] = task.head_class().encode_labels(task, rows[column], tokenizer, max_length)
+        return encoded
 
     drop = ["text"] + (["text_pair"] if pair else [])
     return dataset.map(encode, batched=True, remove_columns=drop, desc="Tokenising shared inputs")
@@ -207,18 +214,33 @@ class TaskMixture(torch.utils.data.Dataset):
         return item
 
 
+def _label_collator(labels: Sequence[Any], regression: bool) -> type[TaskHead]:
+    """The head that collates labels of a task known by name only: regression if listed as such, per-token
+    if the labels are sequences (padded with ``-100`` to at least the input width), else one class each."""
+    if regression:
+        return RegressionHead
+    return TokenClassificationHead if isinstance(labels[0], list) else SequenceClassificationHead
+
+
 @dataclass
 class MultiTaskCollator:
     """Disjoint layout: groups examples by task and pads each sub-batch on its own.
 
     Returns ``{"task_batches": {task: {"input_ids", "attention_mask", ..., "labels"}}}`` with tasks in
-    ``task_order``.
+    ``task_order``. Each sub-batch's labels are collated by its task's head (``TaskHead.collate_labels``)
+    when ``task_order`` holds :class:`Task` objects; for a task given by name, ``regression_tasks`` and
+    the labels' shape tell how.
     """
 
     tokenizer: PreTrainedTokenizerBase
-    task_order: Sequence[str]
+    task_order: Sequence[str | Task]
     regression_tasks: frozenset[str] = frozenset()
     pad_to_multiple_of: int | None = None
+    tasks: dict[str, Task] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tasks = {t.name: t for t in self.task_order if isinstance(t, Task)}
+        self.task_order = [t.name if isinstance(t, Task) else t for t in self.task_order]
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -229,13 +251,9 @@ class MultiTaskCollator:
             raise ValueError(
                 f"Examples of unknown task(s) {sorted(unknown)}; known tasks are {list(self.task_order)}."
             )
-        task_batches = {}
-        for name in self.task_order:
-            if name in groups:
-                task_batches[name] = self._pad(groups[name], name in self.regression_tasks)
-        return {"task_batches": task_batches}
+        return {"task_batches": {name: self._pad(groups[name], name) for name in self.task_order if name in groups}}
 
-    def _pad(self, features: list[dict[str, Any]], regression: bool) -> dict[str, torch.Tensor]:
+    def _pad(self, features: list[dict[str, Any]], name: str) -> dict[str, torch.Tensor]:
         inputs = [{k: f[k] for k in MODEL_INPUT_COLUMNS if k in f} for f in features]
         batch = dict(
             self.tokenizer.pad(
@@ -243,10 +261,9 @@ class MultiTaskCollator:
             )
         )
         labels = [f["labels"] for f in features]
-        if isinstance(labels[0], list):  # token classification: pad labels with -100
-            width = batch["input_ids"].shape[1]
-            labels = [row + [-100] * (width - len(row)) for row in labels]
-        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
+        task = self.tasks.get(name)
+        head = task.head_class() if task is not None else _label_collator(labels, name in self.regression_tasks)
+        batch["labels"] = head.collate_labels(task, labels, batch["input_ids"].shape[1])
         return batch
 
 
@@ -268,11 +285,11 @@ class SharedInputCollator:
                 inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
             )
         )
-        labels = {}
-        for task in self.tasks:
-            values = [f[f"label_{task.name}"] for f in features]
-            dtype = torch.float32 if task.kind is TaskKind.REGRESSION else torch.long
-            labels[task.name] = torch.tensor(values, dtype=dtype)
+        width = batch["input_ids"].shape[1]
+        labels = {
+            task.name: task.head_class().collate_labels(task, [f[f"label_{task.name}"] for f in features], width)
+            for task in self.tasks
+        }
         return {"inputs": batch, "labels": labels}
 
 
@@ -280,16 +297,11 @@ def single_task_collator(
     tokenizer: PreTrainedTokenizerBase, task: Task, pad_to_multiple_of: int | None = None
 ) -> MultiTaskCollator:
     """Collator for evaluating one task: a disjoint batch with a single sub-batch."""
-    return _SingleTaskCollator(
-        tokenizer=tokenizer,
-        task_order=[task.name],
-        regression_tasks=frozenset([task.name]) if task.kind is TaskKind.REGRESSION else frozenset(),
-        pad_to_multiple_of=pad_to_multiple_of,
-    )
+    return _SingleTaskCollator(tokenizer=tokenizer, task_order=[task], pad_to_multiple_of=pad_to_multiple_of)
 
 
 @dataclass
 class _SingleTaskCollator(MultiTaskCollator):
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         (name,) = self.task_order
-        return {"task_batches": {name: self._pad(features, name in self.regression_tasks)}}
+        return {"task_batches": {name: self._pad(features, name)}}

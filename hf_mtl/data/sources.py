@@ -48,7 +48,10 @@ EMBEDDED_TASKS: dict[str, Callable[[], embedded.EmbeddedSplits]] = {
     "rotten_tomatoes": embedded.load_rotten_tomatoes,
     "bible_paraphrase": embedded.load_bible_paraphrase,
     "debate_party": embedded.load_debate_party,
+    "bible_translation": embedded.load_bible_translation,
 }
+#: The embedded classification tasks of the ``embedded_mixture`` preset.
+EMBEDDED_MIXTURE = ("rotten_tomatoes", "bible_paraphrase", "debate_party")
 #: Keys a dict spec may use to adjust a built-in (embedded or GLUE) task.
 BUILTIN_OVERRIDE_KEYS = ("name", "role", "weight", "metrics")
 GLUE_LOCAL_KEYS = ("data_dir", "data_files")
@@ -159,8 +162,8 @@ def load_task_data(
     """Load one task in the disjoint layout.
 
     Args:
-        spec: an embedded task name (``rotten_tomatoes``, ``bible_paraphrase``, ``debate_party``), a GLUE
-            task name (``sst2``, ``mrpc``, ...), or a dict. A dict with ``train_file`` describes user files
+        spec: an embedded task name (``rotten_tomatoes``, ``bible_paraphrase``, ``debate_party``, or the
+            seq2seq ``bible_translation``), a GLUE task name (``sst2``, ``mrpc``, ...), or a dict. A dict with ``train_file`` describes user files
             (keys :data:`~hf_mtl.data.user_files.USER_FILE_KEYS`); a dict without names a built-in task and
             may set its ``role``, ``weight``, ``metrics`` and, for GLUE, ``data_dir``/``data_files``.
         max_train_samples, max_eval_samples: keep a seeded random subset of at most this many rows.
@@ -214,7 +217,7 @@ def _embedded_mixture(
         load_task_data(
             name, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed
         )
-        for name in EMBEDDED_TASKS
+        for name in EMBEDDED_MIXTURE
     ]
 
 

@@ -13,6 +13,7 @@ import datasets
 import numpy as np
 
 from hf_mtl.data.convert import check_columns_present, is_string_column, to_contract_columns
+from hf_mtl.heads import TaskHead, head_class, registered_kinds
 from hf_mtl.tasks import Task, TaskKind
 
 #: Keys of a user-file task spec.
@@ -77,19 +78,19 @@ def read_files(paths: str | Path | list[str | Path], who: str, split_name: str) 
         raise ValueError(f"{who}, split {split_name!r}: the split has no examples ({paths}).") from error
 
 
-def _resolve_kind(spec: dict[str, Any]) -> TaskKind:
-    """The spec's kind; without one, a pair task if a second text column is named, else single sentence."""
+def _resolve_kind(spec: dict[str, Any]) -> type[TaskHead]:
+    """The head of the spec's kind; without one, a pair task if a second text column is named, else single sentence."""
     if "kind" not in spec:
-        return (
+        return head_class(
             TaskKind.SENTENCE_PAIR_CLASSIFICATION
             if spec.get("text_pair_column")
             else TaskKind.SINGLE_SENTENCE_CLASSIFICATION
         )
     try:
-        return TaskKind(spec["kind"])
+        return head_class(spec["kind"])
     except ValueError:
         raise ValueError(
-            f"Task {spec['name']!r}: unknown kind {spec['kind']!r}; expected one of {[k.value for k in TaskKind]}."
+            f"Task {spec['name']!r}: unknown kind {spec['kind']!r}; expected one of {registered_kinds()}."
         ) from None
 
 
@@ -128,18 +129,18 @@ def load_user_task(spec: dict[str, Any]) -> tuple[Task, datasets.Dataset, datase
                 f"Task spec {spec.get('name', '?')!r}: {key!r} is required for a task read from files."
             )
     name = spec["name"]
-    kind = _resolve_kind(spec)
-    if kind is TaskKind.TOKEN_CLASSIFICATION:
+    head = _resolve_kind(spec)
+    if not head.readable_from_files:
         raise ValueError(
-            f"Task {name!r}: token_classification tasks cannot be read from files by load_task_data "
+            f"Task {name!r}: {head.kind} tasks cannot be read from files by load_task_data "
             "(one label per word needs word lists, not text); build a TaskData with a label list per row."
         )
     text_pair_column = spec.get("text_pair_column")
-    if kind.is_pair and text_pair_column is None:
+    if head.requires_pair and text_pair_column is None:
         text_pair_column = "text_pair"
-    if text_pair_column is not None and kind in (TaskKind.SINGLE_SENTENCE_CLASSIFICATION, TaskKind.SEQ2SEQ):
+    if text_pair_column is not None and not (head.requires_pair or head.accepts_pair):
         raise ValueError(
-            f"Task {name!r}: text_pair_column={text_pair_column!r} given for a {kind.value} task, which reads one "
+            f"Task {name!r}: text_pair_column={text_pair_column!r} given for a {head.kind} task, which reads one "
             "text; use kind 'sentence_pair_classification' (or 'regression' for a scored pair)."
         )
     text_column = spec.get("text_column", "text")
@@ -149,10 +150,10 @@ def load_user_task(spec: dict[str, Any]) -> tuple[Task, datasets.Dataset, datase
     task_fields = {
         key: spec[key] for key in ("label_names", "num_labels", "metrics", "role", "weight") if key in spec
     }
-    if kind.is_classification and "label_names" not in spec and "num_labels" not in spec:
+    if head.has_classes and "label_names" not in spec and "num_labels" not in spec:
         check_columns_present(name, "train", raw["train"], [label_column])
         task_fields.update(_infer_classes(name, raw["train"], label_column))
-    task = Task(name=name, kind=kind, **task_fields)
+    task = Task(name=name, kind=head.kind, **task_fields)
     train, validation = (
         to_contract_columns(
             task,

@@ -15,10 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_mtl.masking.per_example import IGNORE_INDEX
-from hf_mtl.tasks import TaskKind
-
-SENTENCE_CLASSIFICATION = (TaskKind.SINGLE_SENTENCE_CLASSIFICATION, TaskKind.SENTENCE_PAIR_CLASSIFICATION)
+from hf_mtl.heads import IGNORE_INDEX, SequenceClassificationHead
 
 
 def _checked(labels: Any, num_labels: int, where: str) -> torch.Tensor:
@@ -47,10 +44,9 @@ def label_groups(module: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Ten
             num_labels = module.heads[name].num_labels
             sub_batch = batch["task_batches"].get(name)
             if sub_batch is not None:
-                kind = module.tasks[name].kind
-                if kind not in SENTENCE_CLASSIFICATION:
+                if not isinstance(module.heads[name], SequenceClassificationHead):
                     raise ValueError(f"masking_balance_labels needs sentence classification tasks; task {name!r} "
-                                     f"is {kind.value}.")
+                                     f"is {module.tasks[name].kind_name}.")
                 labels = _checked(sub_batch.get("labels"), num_labels, f"task {name!r}")
                 groups.append(torch.where(labels == IGNORE_INDEX, labels.new_tensor(-1), labels + offset))
             offset += num_labels

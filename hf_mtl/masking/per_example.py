@@ -5,8 +5,9 @@ A per-example loss function maps ``(module, batch)`` to :class:`ExampleLosses`: 
 optional parameter-only term) is exactly the loss plain training minimises on that batch. Masking then
 minimises ``Σ_b m_b w_b ℓ_b``: with every ``m_b = 1`` it is plain training.
 
-* classification / regression heads of a :class:`~hf_mtl.MultiTaskModel`: ``ℓ_b`` is the example's
-  cross-entropy (squared error), ``w_b = task weight / examples of that task in the batch``;
+* the heads of a :class:`~hf_mtl.MultiTaskModel` (``TaskHead.example_losses``): ``ℓ_b`` is the example's
+  cross-entropy or squared error, summed over its tokens for token classification and seq2seq heads, and
+  ``w_b = task weight / labelled items (examples or tokens) of that task in the batch``;
 * seq2seq (any Transformers encoder-decoder, e.g. ``EncoderDecoderModel``): an example is a sentence pair,
   ``ℓ_b`` its *summed* token cross-entropy and ``w_b = 1 / target tokens in the batch`` (the token mean
   plain training uses);
@@ -24,10 +25,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hf_mtl.heads import IGNORE_INDEX
+from hf_mtl.heads.base import class_losses
+from hf_mtl.heads.regression import squared_errors
 from hf_mtl.modeling import MultiTaskModel
-from hf_mtl.tasks import TaskKind
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -60,38 +61,13 @@ class ExampleLosses:
 PerExampleLoss = Callable[[nn.Module, Mapping[str, Any]], ExampleLosses]
 
 
-def _check_class_labels(labels: torch.Tensor, num_labels: int, where: str) -> None:
-    bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_labels))
-    if bool(bad.any()):
-        raise ValueError(f"{where}: label {int(labels[bad][0])} is outside [0, {num_labels}) (num_labels={num_labels}).")
-
-
-def _head_example_losses(
-    kind: TaskKind, logits: torch.Tensor, labels: torch.Tensor, num_labels: int, where: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example ``(loss, labelled items)`` of one head; ignored labels (-100, NaN) count zero."""
-    if kind is TaskKind.REGRESSION:
-        targets = labels.to(torch.float32).view(-1)
-        present = ~torch.isnan(targets)
-        error = logits.float().view(-1) - torch.where(present, targets, torch.zeros_like(targets))
-        return torch.where(present, error.square(), torch.zeros_like(error)), present.float()
-    labels = labels.long()
-    _check_class_labels(labels, num_labels, where)
-    token_losses = F.cross_entropy(
-        logits.float().reshape(-1, num_labels), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(labels.shape)
-    counts = (labels != IGNORE_INDEX).float()
-    if kind is TaskKind.TOKEN_CLASSIFICATION:
-        return token_losses.sum(dim=1), counts.sum(dim=1)
-    return token_losses, counts
-
-
 def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -> ExampleLosses:
     """Per-example losses of a :class:`~hf_mtl.MultiTaskModel` batch in either layout.
 
-    Disjoint layout (``task_batches``): examples are concatenated in task order, ``w_b = weight_k / n_k``
-    with ``n_k`` the labelled items of task ``k`` (tokens for token classification; then ``ℓ_b`` sums the
-    example's tokens). Shared-input layout (``inputs`` + ``labels``): ``ℓ_b = Σ_k weight_k·(B/n_k)·ℓ_{k,b}``
+    Each head gives ``(ℓ_{k,b}, items_{k,b})`` (``TaskHead.example_losses``). Disjoint layout
+    (``task_batches``): examples are concatenated in task order, ``w_b = weight_k / n_k`` with ``n_k`` the
+    labelled items of task ``k`` (tokens for token classification and seq2seq, whose ``ℓ_b`` sums the
+    example's tokens); an example without labelled items gets weight 0. Shared-input layout (``inputs`` + ``labels``): ``ℓ_b = Σ_k weight_k·(B/n_k)·ℓ_{k,b}``
     and ``w_b = 1/B``, so with every label present ``ℓ_b`` is the example's weighted sum of task losses.
     Either way ``Σ w_b ℓ_b`` equals ``MultiTaskModel.forward(...).loss``.
     """
@@ -106,15 +82,12 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
                 continue
             if sub_batch.get("labels") is None:
                 raise ValueError(f"Task {name!r}: the sub-batch has no labels; masking needs a loss per example.")
-            task = module.tasks[name]
+            head = module.heads[name]
             z = module.encode(sub_batch, task=name)
-            logits = module.heads[name](z, sub_batch)
-            example, counts = _head_example_losses(task.kind, logits, sub_batch["labels"],
-                                                   module.heads[name].num_labels, f"Task {name!r}")
-            # ``ℓ_b`` already sums a token task's tokens; a sentence task's unlabelled example gets weight 0.
-            present = torch.ones_like(counts) if task.kind is TaskKind.TOKEN_CLASSIFICATION else counts
+            example, counts = head.example_losses(head(z, sub_batch), sub_batch)
+            present = (counts > 0).to(example.dtype)
             losses.append(example)
-            weights.append(task.weight * present / counts.sum().clamp_min(1.0))
+            weights.append(module.tasks[name].weight * present / counts.sum().clamp_min(1.0))
             task_losses[name] = float((example.detach() * present).sum() / counts.sum().clamp_min(1.0))
     elif "inputs" in batch:
         labels = batch.get("labels") or {}
@@ -127,13 +100,12 @@ def multitask_example_losses(module: MultiTaskModel, batch: Mapping[str, Any]) -
         for name in module.task_names:
             if name not in labels:
                 continue
-            task = module.tasks[name]
+            head = module.heads[name]
             z = shared if shared is not None else module.encode(inputs, task=name)
-            logits = module.heads[name](z, inputs)
-            example, counts = _head_example_losses(task.kind, logits, labels[name], module.heads[name].num_labels,
-                                                   f"Task {name!r}")
+            sub_batch = module.task_batch(inputs, labels, name)
+            example, counts = head.example_losses(head(z, sub_batch), sub_batch)
             task_losses[name] = float(example.detach().sum() / counts.sum().clamp_min(1.0))
-            term = task.weight * example.shape[0] / counts.sum().clamp_min(1.0) * example
+            term = module.tasks[name].weight * example.shape[0] / counts.sum().clamp_min(1.0) * example
             combined = term if combined is None else combined + term
         losses.append(combined)
         weights.append(torch.full_like(combined, 1.0 / combined.shape[0]))
@@ -184,8 +156,10 @@ def sequence_classification_example_losses(module: nn.Module, batch: Mapping[str
         raise ValueError("sequence_classification_example_losses: the batch has no `labels`.")
     logits = module(**_model_inputs(module, batch, drop=("labels",))).logits
     num_labels = logits.shape[-1]
-    kind = TaskKind.REGRESSION if num_labels == 1 else TaskKind.SINGLE_SENTENCE_CLASSIFICATION
-    example, counts = _head_example_losses(kind, logits, labels, num_labels, type(module).__name__)
+    if num_labels == 1:
+        example, counts = squared_errors(logits, labels)
+    else:
+        example, counts = class_losses(logits, labels, num_labels, type(module).__name__)
     return ExampleLosses(example, (counts / counts.sum().clamp_min(1.0)).detach())
 
 

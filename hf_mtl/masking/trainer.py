@@ -27,7 +27,6 @@ from hf_mtl.masking.per_example import PerExampleLoss, default_example_loss
 from hf_mtl.modeling import MultiTaskModel
 from hf_mtl.steps.masking import MASKING_STATE_NAME, MaskingStep
 from hf_mtl.steps.trainer import StepTrainer
-from hf_mtl.tasks import TaskKind
 
 #: Mixed into the seed of the clean stream so that it never mirrors the training order.
 CLEAN_SEED_OFFSET = 7919
@@ -122,8 +121,7 @@ class _CleanData:
                 sampler.set_epoch(epoch)
                 return iter(sampler)
 
-            regression = frozenset(n for n in names if module.tasks[n].kind is TaskKind.REGRESSION)
-            return mixture, MultiTaskCollator(tokenizer, names, regression), index_batches
+            return mixture, MultiTaskCollator(tokenizer, [module.tasks[n] for n in names]), index_batches
         if isinstance(clean, datasets.Dataset):
             if not isinstance(train, datasets.Dataset):
                 raise ValueError("clean_dataset is one shared-input Dataset but train_dataset is {task: Dataset}; "

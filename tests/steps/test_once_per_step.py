@@ -8,10 +8,10 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from tensor_checks import assert_same_parameters
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data.mixture import MultiTaskCollator, SharedInputCollator
-from tensor_checks import assert_same_parameters
 
 LOSS_BASED = ["uncertainty", "dwa", "famo", "rlw"]
 GRADIENT_BASED = ["gradnorm", "pcgrad"]

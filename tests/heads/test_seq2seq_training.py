@@ -1,0 +1,38 @@
+"""A mixture with a seq2seq task trains through MultiTaskTrainer with MGDA in both gradient modes."""
+
+from __future__ import annotations
+
+import datasets
+import pytest
+import torch
+
+from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
+from hf_mtl.data import tokenize_task_dataset
+
+SOURCES = ["In the beginning God created the heaven and the earth.", "And God said, Let there be light.",
+           "Jesus wept.", "The Lord is my shepherd; I shall not want."]
+TARGETS = ["At the first God made the heaven and the earth.", "God said, Let there be light.",
+           "Jesus was weeping.", "The Lord takes care of me as his sheep; I will not be without any good thing."]
+
+
+@pytest.mark.parametrize("mode", ["params", "encoder_output"])
+def test_seq2seq_task_trains_in_a_mixture(tmp_path, tiny_encoder_dir, tokenizer, mode):
+    tasks = [Task("translate", "seq2seq"), Task("sentiment", num_labels=2), Task("score", "regression")]
+    raw = {
+        "translate": datasets.Dataset.from_dict({"text": SOURCES * 3, "label": TARGETS * 3}),
+        "sentiment": datasets.Dataset.from_dict({"text": ["good", "bad", "fine", "awful"] * 3, "label": [1, 0] * 6}),
+        "score": datasets.Dataset.from_dict({"text": ["a", "b c", "d e f"] * 4, "label": [0.1, 0.5, 0.9] * 4}),
+    }
+    train = {t.name: tokenize_task_dataset(t, raw[t.name], tokenizer, max_length=24) for t in tasks}
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, tasks)
+    decoder_before = model.heads["translate"].decoder.base_model.encoder.layer[0].crossattention.self.query.weight.clone()
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=6, max_steps=2,
+                                      learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[],
+                                      use_cpu=True, disable_tqdm=True, combiner="mgda", gradient_mode=mode)
+    trainer = MultiTaskTrainer(model, args, train_dataset=train, processing_class=tokenizer)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss_translate" in h]
+    assert len(logged) == 2 and all(torch.isfinite(torch.tensor(h["loss_translate"])) for h in logged)
+    decoder_after = model.heads["translate"].decoder.base_model.encoder.layer[0].crossattention.self.query.weight
+    assert not torch.equal(decoder_before, decoder_after)
