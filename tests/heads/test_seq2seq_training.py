@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datasets
+import sacrebleu
 import pytest
 import torch
 
@@ -36,3 +37,14 @@ def test_seq2seq_task_trains_in_a_mixture(tmp_path, tiny_encoder_dir, tokenizer,
     assert len(logged) == 2 and all(torch.isfinite(torch.tensor(h["loss_translate"])) for h in logged)
     decoder_after = model.heads["translate"].decoder.base_model.encoder.layer[0].crossattention.self.query.weight
     assert not torch.equal(decoder_before, decoder_after)
+    # HF-native evaluation: generation through prediction_step, BLEU/chrF through sacrebleu.
+    evaluation = {"translate": train["translate"].select(range(4)), "sentiment": train["sentiment"]}
+    metrics = trainer.evaluate(evaluation)
+    assert 0.0 <= metrics["eval_translate_sacrebleu"] <= 100.0 and "eval_translate_chrf" in metrics
+    assert "eval_sentiment_accuracy" in metrics and "eval_translate_loss" in metrics
+    output = trainer.predict({"translate": evaluation["translate"]})
+    generated = output.predictions["translate"]
+    assert generated.shape[0] == 4
+    hypotheses = [tokenizer.decode([t for t in row if t >= 0], skip_special_tokens=True) for row in generated]
+    expected = sacrebleu.corpus_bleu(hypotheses, [TARGETS]).score
+    assert output.metrics["test_translate_sacrebleu"] == pytest.approx(expected, abs=1e-6)
