@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 
@@ -35,3 +36,22 @@ def assert_same_parameters(actual: Mapping[str, torch.Tensor], expected: Mapping
     assert actual.keys() == expected.keys(), f"{label}: keys differ: {sorted(set(actual) ^ set(expected))}"
     for key in expected:
         assert_close_by_norm(actual[key], expected[key], f"{label}: {key}" if label else key, rtol, atol)
+
+
+def assert_same_state(actual: object, expected: object, path: str = "state", rtol: float = 1e-5,
+                      atol: float = 1e-7) -> None:
+    """Two combiner ``state_dict()`` trees agree: numbers and arrays within tolerance, everything else equal."""
+    if isinstance(expected, Mapping):
+        assert isinstance(actual, Mapping) and actual.keys() == expected.keys(), f"{path}: {actual!r} != {expected!r}"
+        for key in expected:
+            assert_same_state(actual[key], expected[key], f"{path}.{key}", rtol, atol)
+    elif isinstance(expected, (list, tuple)) and any(isinstance(e, (Mapping, list, tuple)) or e is None
+                                                     for e in expected):
+        assert len(actual) == len(expected), f"{path}: {len(actual)} != {len(expected)} entries"
+        for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
+            assert_same_state(a, b, f"{path}[{i}]", rtol, atol)
+    elif isinstance(expected, (list, tuple, np.ndarray, torch.Tensor, float, int)) and not isinstance(expected, bool):
+        np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
+                                   rtol=rtol, atol=atol, err_msg=path)
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"

@@ -67,6 +67,8 @@ def main() -> None:
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                    os.path.join(args.out, "params.pt"))
         torch.save(initial, os.path.join(args.out, "initial.pt"))
+        torch.save({"state": trainer.combiner.state_dict(), "weights": trainer.last_step.weights},
+                   os.path.join(args.out, "combiner.pt"))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensor_checks import assert_same_parameters
+from tensor_checks import assert_same_parameters, assert_same_state
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
@@ -22,25 +22,33 @@ def run(cmd: list[str], cwd: Path) -> None:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize(("mode", "layout", "reference"), [
-    ("params", "disjoint", "accumulation"),
-    ("params", "shared", "big_batch"),
-    ("encoder_output", "shared", "big_batch"),
+@pytest.mark.parametrize(("mode", "layout", "reference", "combiner"), [
+    ("params", "disjoint", "accumulation", "inverse_norm"),
+    ("params", "shared", "big_batch", "inverse_norm"),
+    ("encoder_output", "shared", "big_batch", "inverse_norm"),
+    ("encoder_output", "shared", "accumulation", "inverse_norm"),
+    # Stateful combiners: one call per optimizer step on every rank, with the step's all-reduced Gram/losses.
+    ("params", "disjoint", "accumulation", "uncertainty"),
+    ("params", "shared", "accumulation", "famo"),
+    ("params", "disjoint", "accumulation", "dwa"),
+    ("params", "disjoint", "accumulation", "pcgrad"),
+    ("encoder_output", "shared", "accumulation", "gradnorm"),
 ])
-def test_two_processes_match_one_process_with_the_same_global_batch(mode, layout, reference, tmp_path,
+def test_two_processes_match_one_process_with_the_same_global_batch(mode, layout, reference, combiner, tmp_path,
                                                                     tiny_encoder_dir):
-    """2 ranks × batch B ≡ 1 process × (batch B, accumulation 2) ≡ 1 process × batch 2B.
-
-    ``encoder_output`` is only compared with the 2B batch: under accumulation its micro-batches are
-    weighted by the running Gram (documented), while ranks all-reduce their Grams before solving.
-    """
-    common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout]
+    """2 ranks × batch B ≡ 1 process × (batch B, accumulation 2) ≡ 1 process × batch 2B, parameters and
+    combiner state alike."""
+    common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout, "--combiner", combiner]
     one, two = tmp_path / "one", tmp_path / "two"
     single = ["--batch_size", "4", "--accumulation", "2"] if reference == "accumulation" else ["--batch_size", "8"]
     run([sys.executable, str(WORKER), *common, *single, "--out", str(one)], tmp_path)
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
          str(29500 + os.getpid() % 1000), str(WORKER), *common, "--batch_size", "4", "--out", str(two)], tmp_path)
     a, b = torch.load(one / "params.pt"), torch.load(two / "params.pt")
-    assert_same_parameters(b, a, f"{mode}/{layout}")  # equal up to float32 summation order (tests/tensor_checks.py)
+    assert_same_parameters(b, a, f"{mode}/{layout}/{combiner}")  # up to float32 summation order (tensor_checks.py)
+    single_combiner = torch.load(one / "combiner.pt", weights_only=False)
+    ranks_combiner = torch.load(two / "combiner.pt", weights_only=False)
+    assert_same_state(ranks_combiner["state"], single_combiner["state"], combiner)
+    torch.testing.assert_close(ranks_combiner["weights"], single_combiner["weights"], rtol=1e-4, atol=1e-6)
     initial = torch.load(two / "initial.pt")
     assert any(not torch.equal(initial[n], b[n]) for n in b if n.startswith("encoder.")), "nothing trained"

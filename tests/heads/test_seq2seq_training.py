@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datasets
-import sacrebleu
 import pytest
+import sacrebleu
 import torch
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task

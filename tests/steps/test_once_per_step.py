@@ -5,10 +5,9 @@ accumulation over two micro-batches trains exactly like one step on the two micr
 from __future__ import annotations
 
 import datasets
-import numpy as np
 import pytest
 import torch
-from tensor_checks import assert_same_parameters
+from tensor_checks import assert_same_parameters, assert_same_state
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data.mixture import MultiTaskCollator, SharedInputCollator
@@ -75,22 +74,6 @@ def train_manually(tmp_path, encoder_dir, tasks, data, tokenizer, combiner, mode
                     param.grad = None
         trainer.state.global_step += 1
     return model, trainer, calls
-
-
-def assert_same_state(actual, expected, path="state"):
-    if isinstance(expected, dict):
-        assert actual.keys() == expected.keys(), f"{path}: {sorted(actual)} != {sorted(expected)}"
-        for key in expected:
-            assert_same_state(actual[key], expected[key], f"{path}.{key}")
-    elif isinstance(expected, (list, tuple)) and any(isinstance(e, (dict, list, tuple)) or e is None for e in expected):
-        assert len(actual) == len(expected), f"{path}: {len(actual)} != {len(expected)} entries"
-        for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
-            assert_same_state(a, b, f"{path}[{i}]")
-    elif isinstance(expected, (list, tuple, np.ndarray, torch.Tensor, float, int)) and not isinstance(expected, bool):
-        a, b = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=path)
-    else:
-        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
 @pytest.mark.parametrize("layout", ["disjoint", "shared"])
