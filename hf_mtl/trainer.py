@@ -63,7 +63,8 @@ class MultiTaskTrainer(StepTrainer):
         compute_metrics: optional ``fn(EvalPrediction) -> dict``, called once per evaluation with per-task dicts
             (``predictions[task]``, ``label_ids[task]``); its keys are added (prefixed) to each task's own metrics.
         Other arguments are those of ``transformers.Trainer``. ``processing_class`` (the tokenizer) pads the
-        sub-batches unless a ``data_collator`` that builds the model's batch layout is given.
+        sub-batches; without one, pre-tokenised data must already be padded to one length. A ``data_collator``
+        replaces the built-in collators and must return the model's batch layout.
     """
 
     def __init__(
@@ -147,15 +148,6 @@ class MultiTaskTrainer(StepTrainer):
     def is_shared_layout(self) -> bool:
         return isinstance(self.train_dataset, datasets.Dataset)
 
-    def _tokenizer(self) -> Any:
-        if self.processing_class is None:
-            raise ValueError(
-                "MultiTaskTrainer pads each task's sub-batch with the tokenizer: pass it as `processing_class`, or "
-                "pass a `data_collator` that returns the model's batch layout ({'task_batches': {task: batch}} or "
-                "{'inputs': batch, 'labels': {task: labels}})."
-            )
-        return self.processing_class
-
     def _loader_params(self) -> dict[str, Any]:
         return {"num_workers": self.args.dataloader_num_workers,
                 "pin_memory": self.args.dataloader_pin_memory and torch.cuda.is_available(),
@@ -167,7 +159,7 @@ class MultiTaskTrainer(StepTrainer):
         params = self._loader_params()
         if self.is_shared_layout:
             dataset = self.train_dataset
-            collator = self.user_data_collator or SharedInputCollator(self._tokenizer(), self.tasks)
+            collator = self.user_data_collator or SharedInputCollator(self.processing_class, self.tasks)
             loader = DataLoader(dataset, batch_size=self._train_batch_size, sampler=self._get_train_sampler(dataset),
                                 collate_fn=collator, drop_last=self.args.dataloader_drop_last, **params)
         else:
@@ -184,7 +176,7 @@ class MultiTaskTrainer(StepTrainer):
             if self.user_data_collator is not None:
                 collator = self.user_data_collator
             else:
-                collator = MultiTaskCollator(self._tokenizer(), self.tasks)
+                collator = MultiTaskCollator(self.processing_class, self.tasks)
             loader = DataLoader(mixture, batch_sampler=sampler, collate_fn=collator, **params)
         return self.accelerator.prepare(loader)
 
@@ -325,9 +317,9 @@ class MultiTaskTrainer(StepTrainer):
         module: MultiTaskModel = self.accelerator.unwrap_model(self.model)
         self._check_dataset_tasks(dataset, "eval_dataset", module)
         if isinstance(dataset, datasets.Dataset):
-            loaders = [self._eval_loader(dataset, SharedInputCollator(self._tokenizer(), self.tasks))]
+            loaders = [self._eval_loader(dataset, SharedInputCollator(self.processing_class, self.tasks))]
         else:
-            loaders = [self._eval_loader(dataset[t.name], single_task_collator(self._tokenizer(), t))
+            loaders = [self._eval_loader(dataset[t.name], single_task_collator(self.processing_class, t))
                        for t in self.tasks if t.name in dataset]
         self._eval_losses = {}
         self._headline_keys = {}

@@ -189,6 +189,24 @@ def tokenize_shared_dataset(
     return dataset.map(encode, batched=True, remove_columns=drop, desc="Tokenising shared inputs")
 
 
+def pad_model_inputs(
+    tokenizer: PreTrainedTokenizerBase | None, features: Sequence[Mapping[str, Any]],
+    pad_to_multiple_of: int | None = None, where: str = "Batch",
+) -> dict[str, torch.Tensor]:
+    """The model inputs of ``features`` as tensors: padded by ``tokenizer``, or stacked as they are when there is
+    no tokenizer (pre-tokenised data already padded to one length)."""
+    inputs = [{k: f[k] for k in MODEL_INPUT_COLUMNS if k in f} for f in features]
+    if tokenizer is not None:
+        return dict(tokenizer.pad(inputs, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt"))
+    lengths = sorted({len(values) for x in inputs for values in x.values()})
+    if len(lengths) > 1:
+        raise ValueError(
+            f"{where}: examples have different lengths {lengths[:6]} and there is no tokenizer to pad them. Pass "
+            "the tokenizer as `processing_class`, or pad the data to one length (tokenizer(..., padding='max_length'))."
+        )
+    return {key: torch.tensor([x[key] for x in inputs]) for key in inputs[0]}
+
+
 class TaskMixture(torch.utils.data.Dataset):
     """Concatenation of tokenised per-task datasets (disjoint layout); item = example + its task name."""
 
@@ -232,7 +250,7 @@ class MultiTaskCollator:
     the labels' shape tell how.
     """
 
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase | None
     task_order: Sequence[str | Task]
     regression_tasks: frozenset[str] = frozenset()
     pad_to_multiple_of: int | None = None
@@ -254,12 +272,7 @@ class MultiTaskCollator:
         return {"task_batches": {name: self._pad(groups[name], name) for name in self.task_order if name in groups}}
 
     def _pad(self, features: list[dict[str, Any]], name: str) -> dict[str, torch.Tensor]:
-        inputs = [{k: f[k] for k in MODEL_INPUT_COLUMNS if k in f} for f in features]
-        batch = dict(
-            self.tokenizer.pad(
-                inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
-            )
-        )
+        batch = pad_model_inputs(self.tokenizer, features, self.pad_to_multiple_of, f"Task {name!r}")
         labels = [f["labels"] for f in features]
         task = self.tasks.get(name)
         head = task.head_class() if task is not None else _label_collator(labels, name in self.regression_tasks)
@@ -274,17 +287,12 @@ class SharedInputCollator:
     Returns ``{"inputs": {"input_ids", ...}, "labels": {task: labels}}``.
     """
 
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase | None
     tasks: Sequence[Task]
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        inputs = [{k: f[k] for k in MODEL_INPUT_COLUMNS if k in f} for f in features]
-        batch = dict(
-            self.tokenizer.pad(
-                inputs, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
-            )
-        )
+        batch = pad_model_inputs(self.tokenizer, features, self.pad_to_multiple_of, "Shared-input batch")
         width = batch["input_ids"].shape[1]
         labels = {
             task.name: task.head_class().collate_labels(task, [f[f"label_{task.name}"] for f in features], width)
@@ -294,7 +302,7 @@ class SharedInputCollator:
 
 
 def single_task_collator(
-    tokenizer: PreTrainedTokenizerBase, task: Task, pad_to_multiple_of: int | None = None
+    tokenizer: PreTrainedTokenizerBase | None, task: Task, pad_to_multiple_of: int | None = None
 ) -> MultiTaskCollator:
     """Collator for evaluating one task: a disjoint batch with a single sub-batch."""
     return _SingleTaskCollator(tokenizer=tokenizer, task_order=[task], pad_to_multiple_of=pad_to_multiple_of)

@@ -95,8 +95,6 @@ class _CleanData:
     ) -> tuple[Any, Callable, IndexBatches]:
         train = self.trainer.train_dataset
         tokenizer = self.trainer.processing_class
-        if tokenizer is None:
-            raise ValueError("Loss masking with a MultiTaskModel needs the tokenizer as `processing_class`.")
         if isinstance(clean, Mapping):
             if not isinstance(train, Mapping):
                 raise ValueError("clean_dataset is {task: Dataset} (disjoint layout) but train_dataset is one "
