@@ -36,12 +36,12 @@ UNSUPPORTED_ENGINES = (DistributedType.DEEPSPEED, DistributedType.FSDP, Distribu
 __all__ = ["CLEAN_SEED_OFFSET", "MASKING_STATE_NAME", "LossMaskingTrainer", "build_loss_masker"]
 
 
-def build_loss_masker(trainer: Any, module: nn.Module, clean_dataset: Any,
+def build_loss_masker(trainer: StepTrainer, module: nn.Module, clean_dataset: Any,
                       per_example_loss: PerExampleLoss | None = None) -> LossMasker | None:
     """The :class:`LossMasker` for ``trainer.args.loss_masking`` (``None`` when masking is off).
 
-    ``trainer`` is the ``transformers.Trainer`` being built (its arguments, training set, tokenizer, collator
-    and accelerator are read); ``clean_dataset`` is the small trusted set, in the training set's layout.
+    ``trainer`` is the :class:`~hf_mtl.steps.trainer.StepTrainer` being built (its arguments, training set,
+    tokenizer, collator, accelerator, ``prepare_inputs`` and ``drop_unused_columns`` are used); ``clean_dataset`` is the small trusted set, in the training set's layout.
     """
     args = trainer.args
     mode = getattr(args, "loss_masking", None)
@@ -67,7 +67,7 @@ def build_loss_masker(trainer: Any, module: nn.Module, clean_dataset: Any,
         )
     loss_fn = per_example_loss if per_example_loss is not None else default_example_loss(module)
     masker = LossMasker(MaskingConfig.from_args(args), _CleanData(trainer).stream(module, clean_dataset), loss_fn,
-                        prepare_batch=trainer._prepare_inputs)
+                        prepare_batch=trainer.prepare_inputs)
     masker.bind(module)
     return masker
 
@@ -75,7 +75,7 @@ def build_loss_masker(trainer: Any, module: nn.Module, clean_dataset: Any,
 class _CleanData:
     """Builds this rank's stream of clean batches in the training set's layout."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: StepTrainer) -> None:
         self.trainer = trainer
         self.args = trainer.args
 
@@ -144,10 +144,10 @@ class _CleanData:
             raise TypeError(f"clean_dataset must be an indexable dataset, got {type(clean).__name__}.")
         self._check_clean_size(len(clean))
         if isinstance(clean, datasets.Dataset):
-            clean = self.trainer._remove_unused_columns(clean, description="clean")
+            clean = self.trainer.drop_unused_columns(clean, "clean")
             train = self.trainer.train_dataset
             if isinstance(train, datasets.Dataset):
-                needed = set(self.trainer._remove_unused_columns(train, description="training").column_names)
+                needed = set(self.trainer.drop_unused_columns(train, "training").column_names)
                 missing = sorted(needed - set(clean.column_names))
                 if missing:
                     raise ValueError(

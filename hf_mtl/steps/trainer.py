@@ -67,6 +67,15 @@ class StepTrainer(Trainer):
     def on_step_end(self, model: nn.Module, record: StepRecord) -> None:
         """Called once per optimizer step with its record, after the update is in ``.grad``."""
 
+    def prepare_inputs(self, inputs: Any) -> Any:
+        """Move a collated batch to the device (the Trainer's own preparation), for helpers such as the masking
+        mode's clean stream."""
+        return self._prepare_inputs(inputs)
+
+    def drop_unused_columns(self, dataset: Any, description: str) -> Any:
+        """The Trainer's removal of columns the model's ``forward`` does not take (``remove_unused_columns``)."""
+        return self._remove_unused_columns(dataset, description=description)
+
     def add_masking_observer(self, observer: Callable[[Mapping[str, Any], Any], None]) -> None:
         """Call ``observer(batch, record)`` after each masked micro-batch (loss masking, example granularity)."""
         masker = getattr(self.step_strategy, "masker", None)

@@ -8,6 +8,7 @@ import sacrebleu
 import torch
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
+from hf_mtl.combiners import available_combiners
 from hf_mtl.data import tokenize_task_dataset
 
 SOURCES = ["In the beginning God created the heaven and the earth.", "And God said, Let there be light.",
@@ -16,15 +17,35 @@ TARGETS = ["At the first God made the heaven and the earth.", "God said, Let the
            "Jesus was weeping.", "The Lord takes care of me as his sheep; I will not be without any good thing."]
 
 
-@pytest.mark.parametrize("mode", ["params", "encoder_output"])
-def test_seq2seq_task_trains_in_a_mixture(tmp_path, tiny_encoder_dir, tokenizer, mode):
-    tasks = [Task("translate", "seq2seq"), Task("sentiment", num_labels=2), Task("score", "regression")]
+TASKS = [Task("translate", "seq2seq"), Task("sentiment", num_labels=2), Task("score", "regression")]
+
+
+def mixture(tokenizer):
     raw = {
         "translate": datasets.Dataset.from_dict({"text": SOURCES * 3, "label": TARGETS * 3}),
         "sentiment": datasets.Dataset.from_dict({"text": ["good", "bad", "fine", "awful"] * 3, "label": [1, 0] * 6}),
         "score": datasets.Dataset.from_dict({"text": ["a", "b c", "d e f"] * 4, "label": [0.1, 0.5, 0.9] * 4}),
     }
-    train = {t.name: tokenize_task_dataset(t, raw[t.name], tokenizer, max_length=24) for t in tasks}
+    return {t.name: tokenize_task_dataset(t, raw[t.name], tokenizer, max_length=24) for t in TASKS}
+
+
+@pytest.mark.parametrize("combiner", available_combiners())
+def test_every_combiner_trains_a_mixture_with_a_seq2seq_task(combiner, tmp_path, tiny_encoder_dir, tokenizer):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, TASKS)
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=6, max_steps=1,
+                                      learning_rate=1e-3, save_strategy="no", report_to=[], use_cpu=True,
+                                      disable_tqdm=True, combiner=combiner)
+    trainer = MultiTaskTrainer(model, args, train_dataset=mixture(tokenizer), processing_class=tokenizer)
+    trainer.train()
+    record = trainer.last_step
+    assert not record.skipped and torch.isfinite(record.losses).all() and torch.isfinite(record.weights).all()
+
+
+@pytest.mark.parametrize("mode", ["params", "encoder_output"])
+def test_seq2seq_task_trains_in_a_mixture(tmp_path, tiny_encoder_dir, tokenizer, mode):
+    tasks = TASKS
+    train = mixture(tokenizer)
     torch.manual_seed(0)
     model = MultiTaskModel.from_encoder(tiny_encoder_dir, tasks)
     decoder_before = model.heads["translate"].decoder.base_model.encoder.layer[0].crossattention.self.query.weight.clone()
