@@ -114,3 +114,16 @@ def test_load_best_model_at_end_by_average(tmp_path, tiny_encoder_dir, tokenizer
     assert trainer.state.best_metric == pytest.approx(best["eval_average"])
     assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best['step']}")
     assert trainer.evaluate()["eval_average"] == pytest.approx(best["eval_average"])  # the best weights are back
+
+
+def test_predict_on_unlabelled_data(tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data):
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
+    trainer = MultiTaskTrainer(model, make_args(tmp_path), train_dataset=three_task_data, processing_class=tokenizer)
+    unlabelled = {name: data.remove_columns("labels") for name, data in three_task_data.items()}
+    output = trainer.predict(unlabelled)
+    assert output.label_ids == {} and set(output.predictions) == {"sentiment", "length", "score"}
+    np.testing.assert_array_equal(output.predictions["length"],
+                                  expected_predictions(model, tokenizer, SENTENCES[:12], "length"))
+    shared = shared_data(tokenizer, three_tasks).remove_columns(["label_sentiment", "label_length", "label_score"])
+    output = trainer.predict(shared)
+    assert output.label_ids == {} and len(output.predictions["sentiment"]) == len(shared)

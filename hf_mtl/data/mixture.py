@@ -273,6 +273,8 @@ class MultiTaskCollator:
 
     def _pad(self, features: list[dict[str, Any]], name: str) -> dict[str, torch.Tensor]:
         batch = pad_model_inputs(self.tokenizer, features, self.pad_to_multiple_of, f"Task {name!r}")
+        if "labels" not in features[0]:  # unlabelled data (prediction)
+            return batch
         labels = [f["labels"] for f in features]
         task = self.tasks.get(name)
         head = task.head_class() if task is not None else _label_collator(labels, name in self.regression_tasks)
@@ -284,7 +286,8 @@ class MultiTaskCollator:
 class SharedInputCollator:
     """Shared-input layout: one padded input batch and one label tensor per task.
 
-    Returns ``{"inputs": {"input_ids", ...}, "labels": {task: labels}}``.
+    Returns ``{"inputs": {"input_ids", ...}, "labels": {task: labels}}`` (tasks without a ``label_<task>``
+    column are left out of ``labels``).
     """
 
     tokenizer: PreTrainedTokenizerBase | None
@@ -294,9 +297,9 @@ class SharedInputCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = pad_model_inputs(self.tokenizer, features, self.pad_to_multiple_of, "Shared-input batch")
         width = batch["input_ids"].shape[1]
-        labels = {
+        labels = {  # a task without a label column is predicted, not scored
             task.name: task.head_class().collate_labels(task, [f[f"label_{task.name}"] for f in features], width)
-            for task in self.tasks
+            for task in self.tasks if f"label_{task.name}" in features[0]
         }
         return {"inputs": batch, "labels": labels}
 
