@@ -159,7 +159,7 @@ def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskT
     run_args = dataclasses.replace(training_args, loss_masking=mode,
                                    output_dir=os.path.join(training_args.output_dir, method))
     set_seed(run_args.seed)
-    model = MultiTaskModel.from_encoder(encoder, [task])
+    model = MultiTaskModel.from_encoder(encoder, [task], tokenizer=tokenizer)
     train = {"noisy_plus_clean": datasets.concatenate_datasets([data["noisy"], data["clean"]]),
              "clean_only": data["clean"]}.get(method, data["noisy"])
     trainer = MultiTaskTrainer(model, run_args, train_dataset={task.name: train},

@@ -163,13 +163,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     source = load_sources(data_args)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     data = prepare_datasets(source, tokenizer, data_args.max_seq_length)
-    model = MultiTaskModel.from_encoder(encoder, data.tasks, sharing=model_args.sharing,
+    model = MultiTaskModel.from_encoder(encoder, data.tasks, tokenizer=tokenizer, sharing=model_args.sharing,
                                         soft_sharing_coef=model_args.soft_sharing_coef, pooling=model_args.pooling)
     trainer = MultiTaskTrainer(model, training_args, train_dataset=data.train, eval_dataset=data.validation,
                                processing_class=tokenizer, callbacks=[MultiTaskDiagnosticsCallback()])
     start = time.time()
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
     train_metrics = dict(train_result.metrics)
     trainer.log_metrics("train", train_metrics)
     trainer.save_metrics("train", train_metrics)
@@ -181,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     metrics["wall_time_s"] = time.time() - start
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    trainer.save_model()  # weights, tokenizer and a model card with these metrics: loads in one line
     table = results_table(metrics, data.tasks, majority)
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
