@@ -40,11 +40,11 @@ from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data import tokenize_task_dataset
 from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
 from hf_mtl.masking import MaskingTally
+from hf_mtl.recipes.arguments import parse_with_defaults
 from hf_mtl.recipes.noisy_data import (
     check_clean_size,
     format_value,
     parse_methods,
-    parse_with_defaults,
     train_and_report,
     write_outputs,
 )
@@ -92,7 +92,7 @@ DEFAULTS = {
 
 
 def parse_args(argv: list[str]) -> tuple[NoisyLabelsArguments, MultiTaskTrainingArguments]:
-    return parse_with_defaults((NoisyLabelsArguments, MultiTaskTrainingArguments), DEFAULTS, argv)
+    return parse_with_defaults((NoisyLabelsArguments, MultiTaskTrainingArguments), DEFAULTS, argv, description=__doc__)
 
 
 def corrupt_labels(labels: np.ndarray, num_labels: int, rate: float, rng: np.random.Generator

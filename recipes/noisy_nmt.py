@@ -55,11 +55,11 @@ from hf_mtl.masking import (
     MaskingTally,
     seq2seq_example_losses,
 )
+from hf_mtl.recipes.arguments import parse_with_defaults
 from hf_mtl.recipes.noisy_data import (
     check_clean_size,
     format_value,
     parse_methods,
-    parse_with_defaults,
     train_and_report,
     write_outputs,
 )
@@ -148,7 +148,7 @@ DEFAULTS = {
 
 
 def parse_args(argv: list[str]) -> tuple[NoisyNMTArguments, LossMaskingTrainingArguments]:
-    return parse_with_defaults((NoisyNMTArguments, LossMaskingTrainingArguments), DEFAULTS, argv)
+    return parse_with_defaults((NoisyNMTArguments, LossMaskingTrainingArguments), DEFAULTS, argv, description=__doc__)
 
 
 def split_verses(args: NoisyNMTArguments) -> tuple[pd.DataFrame, pd.DataFrame]:
