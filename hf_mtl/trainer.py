@@ -151,7 +151,7 @@ class MultiTaskTrainer(StepTrainer):
 
     def _loader_params(self) -> dict[str, Any]:
         return {"num_workers": self.args.dataloader_num_workers,
-                "pin_memory": self.args.dataloader_pin_memory and torch.cuda.is_available(),
+                "pin_memory": self.args.dataloader_pin_memory,
                 "persistent_workers": self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0}
 
     def get_train_dataloader(self) -> DataLoader:
