@@ -13,8 +13,10 @@ Duong et al. 2015, ACL).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -87,6 +89,10 @@ class MultiTaskConfig(PretrainedConfig):
         self.seq2seq_max_new_tokens = int(seq2seq_max_new_tokens)
         super().__init__(**kwargs)
 
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoConfig") -> None:
+        """A no-op, as :meth:`MultiTaskModel.register_for_auto_class`."""
+
     @property
     def task_list(self) -> list[Task]:
         return [Task.from_dict(t) for t in self.tasks]
@@ -120,6 +126,21 @@ class MultiTaskModelOutput(ModelOutput):
 
 SHARED_GROUP = "shared"
 
+#: The module a saved model directory carries so that ``AutoModel.from_pretrained(dir, trust_remote_code=True)``
+#: works in a process that never imported ``hf_mtl``: it only imports the installed package (Transformers'
+#: ``auto_map`` convention for custom code, https://huggingface.co/docs/transformers/custom_models).
+AUTO_MODULE = "hf_mtl_auto"
+AUTO_MODULE_SOURCE = '''"""Loads a model trained with hf_mtl (pip install hf_mtl); written by MultiTaskModel.save_pretrained.
+
+Without trust_remote_code, import hf_mtl's model first: `from hf_mtl import MultiTaskModel`.
+"""
+
+from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
+
+__all__ = ["MultiTaskConfig", "MultiTaskModel"]
+'''
+AUTO_MAP = {"AutoConfig": f"{AUTO_MODULE}.MultiTaskConfig", "AutoModel": f"{AUTO_MODULE}.MultiTaskModel"}
+
 
 class MultiTaskModel(PreTrainedModel):
     """One pretrained ``AutoModel`` encoder shared by several tasks, one :class:`~hf_mtl.heads.TaskHead` each.
@@ -150,6 +171,18 @@ class MultiTaskModel(PreTrainedModel):
         self.heads = nn.ModuleDict({t.name: head_class(t.kind)(t, config) for t in tasks})
         self.post_init()
 
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoModel") -> None:
+        """A no-op: :meth:`save_pretrained` writes the ``auto_map`` and its module itself. (Transformers calls this
+        when loading through ``trust_remote_code``; it would then copy this file over that module on saving.)"""
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """``PreTrainedModel.save_pretrained`` plus the ``auto_map`` module (see :data:`AUTO_MODULE`)."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            Path(save_directory, f"{AUTO_MODULE}.py").write_text(AUTO_MODULE_SOURCE, encoding="utf-8")
+
     def post_init(self) -> None:
         super().post_init()
         # Transformers collects tied weights (a seq2seq decoder's output layer ↔ its embeddings) from direct
@@ -170,13 +203,17 @@ class MultiTaskModel(PreTrainedModel):
         The encoder copies get its weights; each head is then warm-started from it (``TaskHead.warm_start``:
         a seq2seq decoder takes the encoder's weights, BERT2BERT-style) or freshly initialised. A seq2seq
         task needs the start/end/padding token ids: from ``decoder_token_ids`` if given, else from
-        ``tokenizer`` (loaded from ``encoder_name_or_path`` when omitted).
+        ``tokenizer`` (loaded from ``encoder_name_or_path`` when omitted). A given tokenizer's pad/bos/eos ids go
+        into the config, as ``transformers.Trainer`` would otherwise align them with a warning.
         """
         encoder = AutoModel.from_pretrained(encoder_name_or_path)
         needs_ids = any(head_class(t.kind).needs_tokenizer for t in tasks)
         if needs_ids and config_kwargs.get("decoder_token_ids") is None:
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(encoder_name_or_path)
             config_kwargs["decoder_token_ids"] = decoder_token_ids(tokenizer)
+        if tokenizer is not None:
+            # The tokenizer's special tokens, so that the Trainer has nothing to align (and warn about).
+            config_kwargs = {**special_token_ids(tokenizer), **config_kwargs}
         config = MultiTaskConfig(encoder_config=encoder.config, tasks=list(tasks), **config_kwargs)
         model = cls(config)
         for task_encoder in model.shared_encoders():
@@ -273,6 +310,27 @@ class MultiTaskModel(PreTrainedModel):
                 f"Batch has task(s) {unknown} with no head in this model; the model's tasks are {self.task_names}."
             )
 
+    def predict(
+        self,
+        texts: str | Sequence[str],
+        text_pairs: str | Sequence[str] | None = None,
+        tasks: str | Sequence[str] | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Predictions on raw text: ``{task: [one result per text]}``.
+
+        A result is ``{"label", "score"}`` (classification: the class name from ``Task.label_names`` and its
+        probability), ``{"score"}`` (regression: the value), ``{"entities": [{"entity", "score", "word", "start",
+        "end", "index"}]}`` (token classification: one tag per word) or ``{"generated_text"}`` (seq2seq). Sentence-pair
+        tasks run when ``text_pairs`` are given (one per text); ``tasks`` restricts the tasks (default: every task
+        the inputs fit). The tokenizer defaults to the one saved with the model (``trainer.save_model``).
+        """
+        from hf_mtl.inference import predict_texts
+
+        return predict_texts(self, texts, text_pairs, tasks, tokenizer, batch_size, max_length)
+
     def forward(
         self,
         task_batches: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
@@ -327,8 +385,19 @@ class MultiTaskModel(PreTrainedModel):
         )
 
 
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """The tokenizer's ``pad_token_id``/``bos_token_id``/``eos_token_id`` that it defines (what
+    ``transformers.trainer_utils.align_special_tokens`` copies into a model's config)."""
+    ids = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    return {name: value for name, value in ids.items() if value is not None}
+
+
 def register_auto_classes() -> None:
-    """Make ``AutoConfig``/``AutoModel.from_pretrained(dir)`` resolve ``model_type="hf_mtl"``."""
+    """Make ``AutoConfig``/``AutoModel.from_pretrained(dir)`` resolve ``model_type="hf_mtl"`` and
+    ``transformers.pipeline("multi-task", model=dir)`` build a :class:`~hf_mtl.inference.MultiTaskPipeline`."""
+    from hf_mtl.inference import register_pipeline  # it imports this module's classes: defined by now
+
+    register_pipeline()
     try:
         AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig)
     except ValueError:  # already registered

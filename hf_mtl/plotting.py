@@ -271,17 +271,31 @@ def _integer_steps(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_weights(history: RunHistory, path: str | os.PathLike) -> Path:
-    """Combiner weights ``w_k`` at each logging step, one line per task."""
+def weights_figure(history: RunHistory) -> Any:
+    """Combiner weights ``w_k`` at each logging step, one line per task. Weights that never change (a static
+    combiner such as ``linear``) are said so in the title and legend, and drawn with distinct line styles so that
+    equal weights lying on top of each other stay visible."""
     fig = _figure(8, 3.8)
     ax = fig.add_subplot()
+    weights = history.weight
+    static = bool(np.all(np.nanmax(weights, axis=0) - np.nanmin(weights, axis=0) <= 1e-9))
+    styles = ["-", "--", ":", "-."]
     for k, name in enumerate(history.tasks):
-        ax.plot(history.steps, history.weight[:, k], label=name, **_line_style(len(history.steps)))
-    ax.set(xlabel="optimizer step", ylabel="weight $w_k$", title="Combiner weights (last step of each logging interval)")
+        style = {"linestyle": styles[k % len(styles)], "linewidth": 2.5 - 0.4 * (k % len(styles))} if static else {}
+        label = f"{name} (static, {weights[0, k]:.3g})" if static else name
+        ax.plot(history.steps, weights[:, k], label=label, **_line_style(len(history.steps)), **style)
+    title = "Combiner weights (last step of each logging interval)"
+    ax.set(xlabel="optimizer step", ylabel="weight $w_k$",
+           title="Static combiner weights: constant over the run" if static else title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     _integer_steps(ax)
-    fig.savefig(path)
+    return fig
+
+
+def plot_weights(history: RunHistory, path: str | os.PathLike) -> Path:
+    """:func:`weights_figure` saved to ``path``."""
+    weights_figure(history).savefig(path)
     return Path(path)
 
 
@@ -371,24 +385,33 @@ def _symmetric_limit(*matrices: np.ndarray) -> float:
     return max(max(values, default=0.0), 1e-3)
 
 
-def plot_conflict(history: RunHistory, path: str | os.PathLike) -> Path:
-    """Cosine heatmaps: mean over the logged steps, and the last logged step (shared colour scale)."""
+#: Cosines lie in [-1, 1]; a fixed symmetric scale keeps a ±0.01 cosine pale instead of saturated.
+COSINE_LIMITS = (-1.0, 1.0)
+
+
+def conflict_figure(history: RunHistory) -> Any:
+    """Cosine heatmaps: mean over the logged steps, and the last logged step, on the fixed scale
+    :data:`COSINE_LIMITS` (white = orthogonal, red = conflict, blue = agreement)."""
     mean = mean_cosine(history)
     defined_steps = np.flatnonzero(np.isfinite(history.cosine).any(axis=(1, 2)))
     last = history.cosine[defined_steps[-1]] if len(defined_steps) else np.full_like(mean, np.nan)
     last_step = int(history.steps[defined_steps[-1]]) if len(defined_steps) else None
-    limit = min(_symmetric_limit(mean, last), 1.0)
     k = len(history.tasks)
     side = 1.2 + 0.9 * k
     fig = _figure(2 * side + 1.0, side + 0.4)
     left, right = fig.subplots(1, 2)
-    _heatmap(left, mean, history.tasks, "RdBu", -limit, limit, "+.3f")
+    _heatmap(left, mean, history.tasks, "RdBu", *COSINE_LIMITS, "+.3f")
     left.set_title(f"mean over {len(defined_steps)} logged steps", fontsize="medium")
-    image = _heatmap(right, last, history.tasks, "RdBu", -limit, limit, "+.3f")
+    image = _heatmap(right, last, history.tasks, "RdBu", *COSINE_LIMITS, "+.3f")
     right.set_title(f"last logged step ({last_step})", fontsize="medium")
     fig.colorbar(image, ax=[left, right], shrink=0.8, label="cosine (red: conflict)")
     fig.suptitle("Gradient cosines between tasks")
-    fig.savefig(path)
+    return fig
+
+
+def plot_conflict(history: RunHistory, path: str | os.PathLike) -> Path:
+    """:func:`conflict_figure` saved to ``path``."""
+    conflict_figure(history).savefig(path)
     return Path(path)
 
 

@@ -35,6 +35,7 @@ from hf_mtl.data.mixture import (
 from hf_mtl.gradients import gram_diagnostics
 from hf_mtl.masking.per_example import PerExampleLoss
 from hf_mtl.masking.trainer import build_loss_masker
+from hf_mtl.model_card import build_model_card, hub_base_model
 from hf_mtl.modeling import SHARED_GROUP, MultiTaskModel
 from hf_mtl.regularization import apply_tuning_free_l2_
 from hf_mtl.steps import StepRecord, get_step_strategy
@@ -150,7 +151,7 @@ class MultiTaskTrainer(StepTrainer):
 
     def _loader_params(self) -> dict[str, Any]:
         return {"num_workers": self.args.dataloader_num_workers,
-                "pin_memory": self.args.dataloader_pin_memory and torch.cuda.is_available(),
+                "pin_memory": self.args.dataloader_pin_memory,
                 "persistent_workers": self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0}
 
     def get_train_dataloader(self) -> DataLoader:
@@ -263,6 +264,45 @@ class MultiTaskTrainer(StepTrainer):
                 "stateful; it cannot resume exactly."
             )
         self.combiner.load_state_dict(torch.load(path, weights_only=False))
+
+    # --- saving -----------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """``Trainer.save_model`` (weights, config, the ``processing_class``) plus the model card ``README.md``
+        (:meth:`create_model_card`) when called by the user; checkpoints get no card."""
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call and self.args.should_save:
+            self.create_model_card(output_dir=output_dir)
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        output_dir: str | None = None,
+    ) -> None:
+        """Write ``README.md`` in the Hub's model-card format (:func:`hf_mtl.model_card.build_model_card`): tasks,
+        labels, combiner and the last evaluation's per-task metrics. Replaces ``Trainer``'s card, which knows
+        nothing of tasks; ``push_to_hub`` calls it. ``tasks`` and ``dataset_args`` of the base signature are unused
+        (the model's own tasks are listed)."""
+        if not self.is_world_process_zero():
+            return
+        module = self.accelerator.unwrap_model(self.model)
+        evaluations = [entry for entry in self.state.log_history if any(k.startswith("eval_") for k in entry)]
+        datasets_ = [dataset_tags] if isinstance(dataset_tags, str) else dataset_tags
+        datasets_ = datasets_ or ([dataset] if isinstance(dataset, str) else dataset)
+        card = build_model_card(
+            self.tasks, combiner=self.combiner.name, metrics=evaluations[-1] if evaluations else None,
+            model_name=model_name or os.path.basename(os.path.normpath(output_dir or self.args.output_dir)),
+            base_model=finetuned_from or hub_base_model(getattr(module.config.encoder_config, "_name_or_path", None)),
+            datasets=datasets_, tags=[tags] if isinstance(tags, str) else tags, language=language, license=license,
+        )
+        card.save(os.path.join(output_dir or self.args.output_dir, "README.md"))
 
     # --- evaluation and prediction ---------------------------------------------------------------------
     def evaluate(

@@ -40,11 +40,11 @@ from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data import tokenize_task_dataset
 from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
 from hf_mtl.masking import MaskingTally
+from hf_mtl.recipes.arguments import parse_with_defaults
 from hf_mtl.recipes.noisy_data import (
     check_clean_size,
     format_value,
     parse_methods,
-    parse_with_defaults,
     train_and_report,
     write_outputs,
 )
@@ -92,7 +92,7 @@ DEFAULTS = {
 
 
 def parse_args(argv: list[str]) -> tuple[NoisyLabelsArguments, MultiTaskTrainingArguments]:
-    return parse_with_defaults((NoisyLabelsArguments, MultiTaskTrainingArguments), DEFAULTS, argv)
+    return parse_with_defaults((NoisyLabelsArguments, MultiTaskTrainingArguments), DEFAULTS, argv, description=__doc__)
 
 
 def corrupt_labels(labels: np.ndarray, num_labels: int, rate: float, rng: np.random.Generator
@@ -159,7 +159,7 @@ def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskT
     run_args = dataclasses.replace(training_args, loss_masking=mode,
                                    output_dir=os.path.join(training_args.output_dir, method))
     set_seed(run_args.seed)
-    model = MultiTaskModel.from_encoder(encoder, [task])
+    model = MultiTaskModel.from_encoder(encoder, [task], tokenizer=tokenizer)
     train = {"noisy_plus_clean": datasets.concatenate_datasets([data["noisy"], data["clean"]]),
              "clean_only": data["clean"]}.get(method, data["noisy"])
     trainer = MultiTaskTrainer(model, run_args, train_dataset={task.name: train},

@@ -99,3 +99,15 @@ def test_train_then_plot_from_a_yaml_config(tmp_path, tiny_encoder_dir, capsys):
     code, out, _ = run_cli(["plot", str(output_dir)], capsys)
     assert code == 0 and "2 logged steps" in out
     assert (output_dir / "plots" / "conflict.png").is_file()
+
+
+@pytest.mark.parametrize("arg", ["--help", "combiners"])
+def test_help_and_combiners_load_neither_torch_nor_transformers(arg):
+    """What keeps them fast (benchmarks/cli_startup.py measures the time): a fresh interpreter, no heavy import."""
+    code = (f"import sys, runpy; sys.argv = ['hf-mtl', {arg!r}]\n"
+            "try:\n    runpy.run_module('hf_mtl.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY=' + ','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "mgda" in result.stdout if arg == "combiners" else "usage: hf-mtl" in result.stdout
+    assert result.stdout.strip().endswith("HEAVY="), result.stdout[-200:]

@@ -15,12 +15,14 @@ from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.callbacks import HISTORY_FILE, MultiTaskDiagnosticsCallback
 from hf_mtl.plotting import (
     affinity_summary,
+    conflict_figure,
     conflict_fraction,
     find_log_file,
     load_run,
     mean_cosine,
     plot_run,
     transfer_matrix,
+    weights_figure,
 )
 
 TASKS = ["a", "b", "c"]
@@ -194,3 +196,24 @@ def test_three_mgda_steps_on_the_tiny_encoder_end_to_end(tmp_path, tiny_encoder_
     for path in report.written:
         if path.suffix == ".png":
             assert_png(path)
+
+
+def test_conflict_colours_use_the_fixed_cosine_scale(tmp_path):
+    tiny = {pair: [0.01 * (-1) ** n for n in range(len(STEPS))] for pair in COSINES}  # ±0.01: nearly orthogonal
+    history = load_run(write_state(tmp_path / "run", log_history(cosines=tiny)))
+    images = [image for ax in conflict_figure(history).axes for image in ax.get_images()]
+    assert len(images) == 2 and all(image.get_clim() == (-1.0, 1.0) for image in images)
+    red, green, blue, _ = images[1].cmap(images[1].norm(0.01))
+    assert min(red, green, blue) > 0.9  # drawn nearly white, not as saturated agreement
+
+
+def test_static_weights_are_labelled_static_and_drawn_apart(tmp_path):
+    history = load_run(write_state(tmp_path / "run", log_history()))  # weights 0.5, 0.3, 0.2 at every step
+    ax = weights_figure(history).axes[0]
+    assert "Static" in ax.get_title()
+    assert [line.get_label() for line in ax.get_lines()] == ["a (static, 0.5)", "b (static, 0.3)", "c (static, 0.2)"]
+    assert len({line.get_linestyle() for line in ax.get_lines()}) == 3
+    varying = log_history()
+    varying[0]["weight_a"] = 0.9
+    ax = weights_figure(load_run(write_state(tmp_path / "varying", varying))).axes[0]
+    assert "Static" not in ax.get_title() and ax.get_lines()[0].get_label() == "a"

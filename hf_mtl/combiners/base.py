@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from threadpoolctl import ThreadpoolController
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Combiner:
@@ -73,6 +75,8 @@ class Combiner:
                 f"Combiner {self.name!r} produced invalid weights {weights.tolist()} for {num_tasks} tasks "
                 "(this is a bug: please report the Gram matrix and losses)."
             )
+        import torch  # lazily: listing the combiners (``hf-mtl combiners``) needs no torch
+
         ref = gram if gram is not None else losses
         dtype = ref.dtype if ref.dtype.is_floating_point else torch.get_default_dtype()
         return torch.as_tensor(weights, dtype=dtype, device=ref.device)
@@ -115,6 +119,8 @@ def gram_to_numpy(gram: torch.Tensor, combiner: str = "") -> np.ndarray:
         ValueError: not a square matrix, a non-finite entry (names the task), a negative diagonal entry
             (a squared norm cannot be negative), or a clearly asymmetric matrix.
     """
+    import torch
+
     who = f"Combiner {combiner!r}: " if combiner else ""
     if not isinstance(gram, torch.Tensor):
         raise ValueError(f"{who}`gram` must be a torch.Tensor, got {type(gram).__name__}.")
@@ -141,6 +147,8 @@ def gram_to_numpy(gram: torch.Tensor, combiner: str = "") -> np.ndarray:
 
 
 def _num_tasks_of_losses(losses: torch.Tensor, combiner: str) -> int:
+    import torch
+
     if not isinstance(losses, torch.Tensor) or losses.ndim != 1 or losses.shape[0] == 0:
         shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
         raise ValueError(f"Combiner {combiner!r}: `losses` must be a non-empty (K,) tensor, got {shape}.")
@@ -157,6 +165,8 @@ def losses_to_numpy(losses: torch.Tensor, num_tasks: int, combiner: str = "") ->
         raise ValueError(
             f"Combiner {combiner!r}: `losses` has shape {tuple(losses.shape)} but the Gram matrix has {num_tasks} tasks."
         )
+    import torch
+
     values = losses.detach().to(device="cpu", dtype=torch.float64).numpy().copy()
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from hf_mtl.combiners.base import Combiner, check_num_tasks
 from hf_mtl.combiners.registry import register_combiner
+
+if TYPE_CHECKING:
+    import torch
 
 EPSILON = 1e-8
 
@@ -54,6 +56,8 @@ class FAMO(Combiner):
         self.previous_log_gaps: np.ndarray | None = None
 
     def _create(self, num_tasks: int) -> None:
+        import torch  # lazily: the combiners' module imports without torch (``hf-mtl combiners``)
+
         self._logits = torch.zeros(num_tasks, dtype=torch.float64, requires_grad=True)
         self._optimizer = torch.optim.Adam([self._logits], lr=self.w_lr, weight_decay=self.gamma)
 
@@ -69,6 +73,8 @@ class FAMO(Combiner):
         return np.log(gaps)
 
     def compute_weights(self, gram: np.ndarray | None, losses: np.ndarray | None, num_tasks: int) -> np.ndarray:
+        import torch  # lazily, as in base.py
+
         check_num_tasks(None if self._logits is None else self._logits.numel(), num_tasks, self.name)
         log_gaps = self._log_gaps(losses)
         if self._logits is None:
@@ -95,6 +101,8 @@ class FAMO(Combiner):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        import torch  # lazily, as in base.py
+
         if state["logits"] is None:
             self._logits = self._optimizer = self.previous_log_gaps = None
             return

@@ -18,13 +18,15 @@ encoder output). ``alpha`` (default 1.5) sets the strength of the restoring forc
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from hf_mtl.combiners.base import Combiner, check_num_tasks, require_positive_losses
 from hf_mtl.combiners.registry import register_combiner
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register_combiner
@@ -48,10 +50,14 @@ class GradNorm(Combiner):
         self.initial_losses: np.ndarray | None = None
 
     def _create(self, num_tasks: int) -> None:
+        import torch  # lazily: the combiners' module imports without torch (``hf-mtl combiners``)
+
         self._weights = torch.ones(num_tasks, dtype=torch.float64, requires_grad=True)
         self._optimizer = torch.optim.Adam([self._weights], lr=self.lr)
 
     def compute_weights(self, gram: np.ndarray | None, losses: np.ndarray | None, num_tasks: int) -> np.ndarray:
+        import torch  # lazily, as in base.py
+
         check_num_tasks(None if self._weights is None else self._weights.numel(), num_tasks, self.name)
         if self._weights is None:
             require_positive_losses(losses, self.name, "loss ratios L_k(t)/L_k(0) need positive initial losses")
@@ -89,6 +95,8 @@ class GradNorm(Combiner):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        import torch  # lazily, as in base.py
+
         if state["weights"] is None:
             self._weights = self._optimizer = self.initial_losses = None
             return

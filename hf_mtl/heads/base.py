@@ -40,6 +40,7 @@ class TaskHead(nn.Module):
     * ``example_losses(logits, batch) -> (losses, counts)`` — per example: its loss (summed over its
       items) and its number of labelled items, so that ``Σ_b losses_b / Σ_b counts_b`` is ``loss``;
     * ``predict(hidden, logits, batch) -> Tensor`` — what evaluation compares with the labels;
+    * ``readable(hidden, logits, batch, tokenizer) -> [dict]`` — one readable result per example (inference);
     * ``metric_arrays(predictions, labels) -> (predictions, references)`` — flat NumPy arrays, padding dropped;
     * ``compute_metrics(predictions, references, tokenizer) -> {name: value}`` — the task's metrics.
 
@@ -130,6 +131,19 @@ class TaskHead(nn.Module):
     def predict(self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Class ids (per item)."""
         return logits.argmax(dim=-1)
+
+    def readable(
+        self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
+    ) -> list[dict[str, Any]]:
+        """One result per example for inference (:meth:`hf_mtl.modeling.MultiTaskModel.predict`): the class name
+        (``Task.label_names``, else ``LABEL_<i>`` as in Transformers' ``id2label``) and its softmax probability."""
+        probabilities = logits.float().softmax(dim=-1)
+        scores, ids = probabilities.max(dim=-1)
+        return [{"label": self.label_name(i), "score": s} for i, s in zip(ids.tolist(), scores.tolist(), strict=True)]
+
+    def label_name(self, class_id: int) -> str:
+        names = self.task.label_names
+        return names[class_id] if names else f"LABEL_{class_id}"
 
     def metric_arrays(self, predictions: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Flat predictions and references with unlabelled items (``-100``) dropped."""

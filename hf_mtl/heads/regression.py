@@ -15,6 +15,8 @@ from hf_mtl.heads.checks import check_regression_labels
 from hf_mtl.heads.registry import register_head
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from hf_mtl.tasks import Task
 
 
@@ -60,6 +62,13 @@ class RegressionHead(ClassifierHead):
     def predict(self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """The predicted values (B,)."""
         return logits.detach().float().view(-1)
+
+    def readable(
+        self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
+    ) -> list[dict[str, Any]]:
+        """The predicted value of each example as ``{"score": value}`` (``text-classification``'s regression output
+        without the meaningless label)."""
+        return [{"score": value} for value in self.predict(hidden, logits, batch).tolist()]
 
     def metric_arrays(self, predictions: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         predictions, labels = predictions.float().reshape(-1), labels.float().reshape(-1)

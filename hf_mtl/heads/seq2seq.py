@@ -166,6 +166,13 @@ class Seq2SeqHead(TaskHead):
         after_end = (generated == self.eos_id).long().cumsum(dim=1) - (generated == self.eos_id).long() > 0
         return generated.masked_fill(after_end, IGNORE_INDEX)
 
+    def readable(
+        self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
+    ) -> list[dict[str, Any]]:
+        """``{"generated_text": ...}`` per example: the greedy generation of :meth:`predict`, decoded."""
+        rows = [[t for t in row if t != IGNORE_INDEX] for row in self.predict(hidden, logits, batch).tolist()]
+        return [{"generated_text": text} for text in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
     def metric_arrays(self, predictions: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Object arrays of id lists (``-100`` dropped), one per example with a target."""
         keep = (labels != IGNORE_INDEX).any(dim=1).tolist()

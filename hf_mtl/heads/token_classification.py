@@ -14,6 +14,8 @@ from hf_mtl.heads.checks import check_token_labels
 from hf_mtl.heads.registry import register_head
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from hf_mtl.tasks import Task
 
 
@@ -46,3 +48,32 @@ class TokenClassificationHead(ClassifierHead):
         """Each example's summed token cross-entropy and its number of labelled tokens."""
         losses, labelled = self.class_losses(logits, batch["labels"])
         return losses.sum(dim=1), labelled.sum(dim=1)
+
+    def readable(
+        self, hidden: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
+    ) -> list[dict[str, Any]]:
+        """``{"entities": [...]}`` per example: one entry per word of the first text, tagged by its first
+        sub-word token (the labelling used in training), with ``entity`` (the tag), ``score``, ``word``, ``start``
+        and ``end`` as in Transformers' ``token-classification`` pipeline. Needs a fast tokenizer (word ids)."""
+        if "word_ids" not in batch:
+            raise ValueError(f"Task {self.task_name!r} tags words: it needs a fast tokenizer (word ids and offsets).")
+        probabilities = logits.float().softmax(dim=-1)
+        scores, ids = (t.tolist() for t in probabilities.max(dim=-1))
+        out = []
+        for row, text in enumerate(batch["text"]):
+            spans: dict[int, list[int]] = {}  # word → [first token, start, end] in the first text
+            for position, (word, sequence) in enumerate(zip(batch["word_ids"][row], batch["sequence_ids"][row],
+                                                            strict=True)):
+                if word is None or sequence != 0:
+                    continue
+                start, end = batch["offset_mapping"][row][position]
+                if word in spans:
+                    spans[word][2] = end
+                else:
+                    spans[word] = [position, start, end]
+            out.append({"entities": [
+                {"entity": self.label_name(ids[row][first]), "score": scores[row][first], "index": first,
+                 "word": text[start:end], "start": start, "end": end}
+                for first, start, end in spans.values()
+            ]})
+        return out

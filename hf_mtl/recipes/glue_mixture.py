@@ -28,13 +28,14 @@ from typing import Any
 
 import transformers
 import yaml
-from transformers import AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, set_seed
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.callbacks import MultiTaskDiagnosticsCallback
 from hf_mtl.data import prepare_datasets
 from hf_mtl.data.embedded import embedded_encoder_path
 from hf_mtl.data.sources import SharedInputData, load_preset, load_task_data, majority_baseline
+from hf_mtl.recipes.arguments import recipe_parser
 
 logger = logging.getLogger(__name__)
 
@@ -93,15 +94,14 @@ DEFAULTS = {
 
 
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
+    parser = recipe_parser((ModelArguments, DataArguments, MultiTaskTrainingArguments), DEFAULTS, __doc__)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         with open(argv[0], encoding="utf-8") as handle:
             config = yaml.safe_load(handle) or {}
         if not isinstance(config, dict):
             raise ValueError(f"Config file {argv[0]} must hold a mapping of argument names to values.")
         return parser.parse_dict({**DEFAULTS, **config}, allow_extra_keys=False)
-    defaults = [f"--{key}={value}" for key, value in DEFAULTS.items()]
-    return parser.parse_args_into_dataclasses(args=defaults + argv)
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def load_sources(data_args: DataArguments) -> Any:
@@ -163,13 +163,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     source = load_sources(data_args)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     data = prepare_datasets(source, tokenizer, data_args.max_seq_length)
-    model = MultiTaskModel.from_encoder(encoder, data.tasks, sharing=model_args.sharing,
+    model = MultiTaskModel.from_encoder(encoder, data.tasks, tokenizer=tokenizer, sharing=model_args.sharing,
                                         soft_sharing_coef=model_args.soft_sharing_coef, pooling=model_args.pooling)
     trainer = MultiTaskTrainer(model, training_args, train_dataset=data.train, eval_dataset=data.validation,
                                processing_class=tokenizer, callbacks=[MultiTaskDiagnosticsCallback()])
     start = time.time()
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
     train_metrics = dict(train_result.metrics)
     trainer.log_metrics("train", train_metrics)
     trainer.save_metrics("train", train_metrics)
@@ -181,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     metrics["wall_time_s"] = time.time() - start
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    trainer.save_model()  # weights, tokenizer and a model card with these metrics: loads in one line
     table = results_table(metrics, data.tasks, majority)
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "results.md"), "w", encoding="utf-8") as handle:

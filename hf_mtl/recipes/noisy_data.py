@@ -10,15 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from transformers import HfArgumentParser
 
 from hf_mtl.masking import MaskingTally
-
-
-def parse_with_defaults(types: Sequence[type], defaults: Mapping[str, Any], argv: list[str]) -> tuple[Any, ...]:
-    """``HfArgumentParser`` over ``types``, the recipe's ``defaults`` first so that ``argv`` overrides them."""
-    parser = HfArgumentParser(tuple(types))
-    return tuple(parser.parse_args_into_dataclasses(args=[f"--{k}={v}" for k, v in defaults.items()] + argv))
 
 
 def parse_methods(methods: str, allowed: Sequence[str]) -> list[str]:

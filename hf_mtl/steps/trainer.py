@@ -32,6 +32,12 @@ class StepTrainer(Trainer):
     step_strategy: StepStrategy | None = None
     last_step: StepRecord | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.args.dataloader_pin_memory and self.args.device.type == "cpu":
+            # Pinned memory only speeds up copies to an accelerator; on CPU torch warns at every data loader.
+            self.args.dataloader_pin_memory = False
+
     def step_context(self, task_names: list[str], task_weights: torch.Tensor | None = None) -> StepContext:
         """The :class:`StepContext` of this Trainer (its accelerator, step counter and accumulation)."""
         engine = "FSDP" if self.is_fsdp_enabled else "DeepSpeed" if self.is_deepspeed_enabled else None

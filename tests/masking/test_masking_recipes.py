@@ -142,3 +142,11 @@ def test_noisy_nmt_under_accelerate_launch_on_two_processes(tmp_path, tiny_encod
     example = json.loads((out / "noise_report.json").read_text())["methods"]["example"]
     # two ranks × 8 pairs × 3 steps, all counted after the all-reduce
     assert example["decisions_intact"] + example["decisions_misaligned"] == 2 * 3 * 8
+
+
+def test_noisy_nmt_says_plainly_when_no_method_beats_copying():
+    recipe = load_recipe("noisy_nmt")
+    below = {"copy_source": {"bleu": 25.27}, "baseline": {"bleu": 4.38}, "example": {"bleu": 3.89}}
+    note = recipe.copy_baseline_note(below)
+    assert "4.38 < 25.27" in note and "smoke test" in note
+    assert recipe.copy_baseline_note({**below, "batch": {"bleu": 30.0}}) is None

@@ -13,7 +13,6 @@ from hf_mtl.recipes.noisy_data import (
     format_value,
     masking_report,
     parse_methods,
-    parse_with_defaults,
     write_outputs,
 )
 
@@ -56,15 +55,3 @@ def test_write_outputs_writes_the_three_files(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "noise_report.json").read_text()) == {"seed": 1}
     assert (tmp_path / "run" / "results.md").read_text() == "| a |\n" and "| a |" in capsys.readouterr().out
     assert (format_value(None), format_value(0.12345)) == ("–", "0.123")
-
-
-def test_command_line_overrides_the_recipe_defaults():
-    from dataclasses import dataclass
-
-    @dataclass
-    class Options:
-        rate: float = 0.1
-        name: str = "a"
-
-    (options,) = parse_with_defaults([Options], {"rate": 0.4, "name": "b"}, ["--rate", "0.2"])
-    assert (options.rate, options.name) == (0.2, "b")
