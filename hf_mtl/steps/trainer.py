@@ -39,7 +39,9 @@ class StepTrainer(Trainer):
 
     step_strategy: StepStrategy | None = None
     last_step: StepRecord | None = None
-    _skip_streak: tuple[StepRecord, ...] = ()
+    _streak: tuple[StepRecord, ...] = ()  # the first and the last step of the current run of skipped steps
+    _streak_length: int = 0
+    _streak_reasons: tuple[str, ...] = ()
     _window_steps: int = 0
     _window_skipped: int = 0
 
@@ -102,7 +104,8 @@ class StepTrainer(Trainer):
                 self.accelerator.wait_for_everyone()
             else:
                 warn_if_inexact(resume)
-            self._skip_streak = ()
+            self._streak, self._streak_length, self._streak_reasons = (), 0, ()
+            self._window_steps = self._window_skipped = 0
             return super().train(resume_from_checkpoint=resume, **kwargs)
 
     def checkpoint_requirements(self) -> dict[str, bool]:
@@ -113,23 +116,29 @@ class StepTrainer(Trainer):
         """Count skipped steps for the logs; stop after ``max_consecutive_skipped_steps`` in a row."""
         self._window_steps += 1
         self._window_skipped += int(record.skipped)
-        self._skip_streak = (*self._skip_streak, record) if record.skipped else ()
+        if not record.skipped:
+            self._streak, self._streak_length, self._streak_reasons = (), 0, ()
+            return
+        self._streak = (self._streak[0] if self._streak else record, record)
+        self._streak_length += 1
+        reason = record.reason or "no reason given"
+        if reason not in self._streak_reasons:
+            self._streak_reasons += (reason,)
         limit = int(getattr(self.args, "max_consecutive_skipped_steps", 0) or 0)
-        if limit and len(self._skip_streak) >= limit:
+        if limit and self._streak_length >= limit:
             raise SkippedStepsError(self._skip_streak_message())
 
     def _skip_streak_message(self) -> str:
-        first, last = self._skip_streak[0].step + 1, self._skip_streak[-1].step + 1
-        reasons = list(dict.fromkeys(r.reason or "no reason given" for r in self._skip_streak))
-        good = last_complete_checkpoint(self.args.output_dir, needs_optimizer=False, max_step=first - 1,
-                                        quiet=True)
+        first, last = self._streak[0].step + 1, self._streak[-1].step + 1
+        good = last_complete_checkpoint(self.args.output_dir, max_step=first - 1, quiet=True,
+                                        **self.checkpoint_requirements())
         where = (f"The last checkpoint saved before the skipped steps began is {good}; resume from it with "
                  f"resume_from_checkpoint={good!r} (e.g. with a lower learning rate)."
                  if good else "No checkpoint was saved before the skipped steps began.")
-        return (f"Stopped at optimizer step {last}: the last {len(self._skip_streak)} steps ({first}–{last}) were all "
+        return (f"Stopped at optimizer step {last}: the last {self._streak_length} steps ({first}–{last}) were all "
                 f"skipped, so no parameter has moved since step {first - 1} (max_consecutive_skipped_steps="
-                f"{self.args.max_consecutive_skipped_steps}; 0 disables the limit). Reasons: {'; '.join(reasons)}. "
-                f"Nothing was saved at the end of this run. {where}")
+                f"{self.args.max_consecutive_skipped_steps}; 0 disables the limit). Reasons: "
+                f"{'; '.join(self._streak_reasons)}. Nothing was saved at the end of this run. {where}")
 
     def on_step_end(self, model: nn.Module, record: StepRecord) -> None:
         """Called once per optimizer step with its record, after the update is in ``.grad``."""
