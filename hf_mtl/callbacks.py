@@ -17,6 +17,7 @@ and appends it to ``mtl_history.jsonl`` in ``output_dir`` (main process only), t
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ HISTORY_FILE = "mtl_history.jsonl"
 LOSS_PREFIX, WEIGHT_PREFIX, GRAD_NORM_PREFIX, COSINE_PREFIX = "loss_", "weight_", "grad_norm_", "cosine_"
 PAIR_SEPARATOR = "__"
 EVAL_PREFIX = "eval_"
+
+logger = logging.getLogger(__name__)
 
 
 def infer_task_names(logs: Mapping[str, Any]) -> list[str]:
@@ -114,20 +117,29 @@ def records_from_log_history(log_history: Sequence[Mapping[str, Any]]) -> list[d
     return records
 
 
-def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a ``mtl_history.jsonl`` file; a malformed line raises naming its line number."""
+def read_history(path: str | os.PathLike, drop_partial_last_line: bool = False) -> list[dict[str, Any]]:
+    """The records of a ``mtl_history.jsonl`` file; a malformed line raises naming its line number.
+
+    With ``drop_partial_last_line``, a malformed *last* line without its newline (a process killed while
+    appending it) is dropped with a warning instead.
+    """
     records = []
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {number}: not a JSON record ({err}).") from None
-            if not isinstance(record, dict) or record.get("kind") not in ("train", "eval") or "step" not in record:
-                raise ValueError(f"{path}, line {number}: expected a record with 'kind' train/eval and 'step'.")
-            records.append(record)
+        lines = handle.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if drop_partial_last_line and number == len(lines) and not line.endswith("\n"):
+                logger.warning("%s, line %d: dropping a partly written record (the run was killed while writing "
+                               "it): %r", path, number, line[:80])
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON record ({err}).") from None
+        if not isinstance(record, dict) or record.get("kind") not in ("train", "eval") or "step" not in record:
+            raise ValueError(f"{path}, line {number}: expected a record with 'kind' train/eval and 'step'.")
+        records.append(record)
     return records
 
 
@@ -162,7 +174,8 @@ class MultiTaskDiagnosticsCallback(TrainerCallback):
         os.makedirs(args.output_dir, exist_ok=True)
         kept = []
         if state.global_step > 0 and os.path.isfile(path):  # resumed: drop what came after the checkpoint
-            kept = [record for record in read_history(path) if record["step"] <= state.global_step]
+            kept = [record for record in read_history(path, drop_partial_last_line=True)
+                    if record["step"] <= state.global_step]
         with open(path, "w", encoding="utf-8") as handle:
             for record in kept:
                 handle.write(json.dumps(record) + "\n")

@@ -1,6 +1,7 @@
 """The ``hf-mtl`` command line: train from a config, plot a run, list the combiners.
 
     hf-mtl train CONFIG.yaml            # the glue_mixture recipe (hf_mtl.recipes.glue_mixture) with a config
+    hf-mtl train CONFIG.yaml --resume_from_checkpoint True   # resume its newest complete checkpoint
     hf-mtl plot RUN_DIR [--out DIR]     # PNGs and the task-affinity table of a run (hf_mtl.plotting)
     hf-mtl combiners                    # registered combiner names with a one-line description
 """
@@ -23,7 +24,8 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"config file {str(config)!r} must end in {', '.join(CONFIG_SUFFIXES)}.")
     from hf_mtl.recipes.glue_mixture import main as run_recipe
 
-    run_recipe([str(config)])
+    resume = [] if args.resume_from_checkpoint is None else ["--resume_from_checkpoint", args.resume_from_checkpoint]
+    run_recipe([str(config), *resume])
     return 0
 
 
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run the glue_mixture recipe (hf_mtl.recipes.glue_mixture) with the "
                                             "arguments in CONFIG (any recipe or TrainingArguments field).")
     train.add_argument("config", metavar="CONFIG", help="JSON or YAML file mapping argument names to values")
+    train.add_argument("--resume_from_checkpoint", default=None, metavar="PATH|True",
+                       help="resume from this checkpoint, or (True) from the newest complete one in output_dir")
     train.set_defaults(handler=_train, subparser=train)
     plot = commands.add_parser("plot", help="plot a run's diagnostics",
                                description="Write weights, per-task loss, gradient-norm, conflict and affinity "

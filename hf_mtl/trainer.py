@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, SequentialSampler
 from transformers import EvalPrediction
 from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, speed_metrics
 
-from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint
 from hf_mtl.combiners import Combiner, get_combiner
 from hf_mtl.data.mixture import (
     MultiTaskBatchSampler,
@@ -230,23 +229,9 @@ class MultiTaskTrainer(StepTrainer):
         super().log(logs, start_time)
 
     # --- checkpoints ------------------------------------------------------------------------------------
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
-        """``Trainer.train``, resuming only from complete checkpoints.
-
-        ``resume_from_checkpoint=True`` picks the newest complete ``checkpoint-N`` (one left half-written
-        by a killed process is skipped with a warning); an explicit incomplete path is an error naming
-        what is missing.
-        """
-        needs = {"needs_optimizer": not self.args.save_only_model, "needs_combiner": self.combiner.stateful}
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, **needs)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No complete checkpoint found in output directory {self.args.output_dir}.")
-        elif isinstance(resume_from_checkpoint, str):
-            problems = checkpoint_problems(resume_from_checkpoint, **needs)
-            if problems:
-                raise ValueError(f"Cannot resume from {resume_from_checkpoint}: {'; '.join(problems)}.")
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+    def checkpoint_requirements(self) -> dict[str, bool]:
+        """A stateful combiner's state is part of a complete checkpoint."""
+        return {**super().checkpoint_requirements(), "needs_combiner": self.combiner.stateful}
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)

@@ -10,13 +10,14 @@ from transformers import TrainingArguments
 
 from hf_mtl.data.mixture import SAMPLING_STRATEGIES
 from hf_mtl.masking.arguments import LossMaskingArguments
+from hf_mtl.run_safety import RunSafetyArguments
 from hf_mtl.steps.context import NONFINITE_POLICIES
 
 GRADIENT_MODES = ("params", "encoder_output")
 
 
 @dataclass
-class MultiTaskTrainingArguments(LossMaskingArguments, TrainingArguments):
+class MultiTaskTrainingArguments(RunSafetyArguments, LossMaskingArguments, TrainingArguments):
     """Arguments of :class:`~hf_mtl.MultiTaskTrainer` (all of ``TrainingArguments`` plus the fields below).
 
     ``per_device_train_batch_size`` is the size of the whole multi-task batch; it is split into per-task

@@ -23,9 +23,7 @@ were masked (``masked_rate_corrupted``, ``masked_rate_intact``; example mode) ne
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +40,7 @@ from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
 from hf_mtl.masking import MaskingTally
 from hf_mtl.recipes.arguments import parse_with_defaults
 from hf_mtl.recipes.noisy_data import (
+    MethodRuns,
     check_clean_size,
     format_value,
     parse_methods,
@@ -152,12 +151,10 @@ class LabelAgreement:
         return float(np.mean(values)) if values else None
 
 
-def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskTrainingArguments, task: Any,
-              encoder: str, tokenizer: Any, data: dict[str, datasets.Dataset], tally: MaskingTally
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    mode = MASKING_MODE.get(method, "none")
-    run_args = dataclasses.replace(training_args, loss_masking=mode,
-                                   output_dir=os.path.join(training_args.output_dir, method))
+def train_one(method: str, args: NoisyLabelsArguments, run_args: MultiTaskTrainingArguments, task: Any,
+              encoder: str, tokenizer: Any, data: dict[str, datasets.Dataset], tally: MaskingTally,
+              resume: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    mode = run_args.loss_masking
     set_seed(run_args.seed)
     model = MultiTaskModel.from_encoder(encoder, [task], tokenizer=tokenizer)
     train = {"noisy_plus_clean": datasets.concatenate_datasets([data["noisy"], data["clean"]]),
@@ -167,7 +164,7 @@ def train_one(method: str, args: NoisyLabelsArguments, training_args: MultiTaskT
                                clean_dataset={task.name: data["clean"]} if mode != "none" else None,
                                processing_class=tokenizer)
     agreement = LabelAgreement(task.name)
-    wall, report = train_and_report(trainer, mode, tally, agreement)
+    wall, report = train_and_report(trainer, mode, tally, agreement, resume=resume)
     evaluation = trainer.evaluate()
     result = {"accuracy": evaluation[f"eval_{task.name}_accuracy"], "macro_f1": evaluation[f"eval_{task.name}_macro_f1"],
               "train_wall_time_s": round(wall, 1)}
@@ -190,6 +187,7 @@ def results_table(metrics: dict[str, dict[str, Any]], reports: dict[str, dict[st
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    runs = MethodRuns(training_args, {method: MASKING_MODE.get(method, "none") for method in args.method_list})
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
@@ -201,17 +199,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
             "test": tokenize(task, test, tokenizer, args.max_seq_length)}
     metrics: dict[str, dict[str, Any]] = {}
     reports: dict[str, dict[str, Any]] = {}
-    for method in args.method_list:
-        tally = MaskingTally.from_dataset(data["noisy"], np.where(noisy["corrupted"], "flipped", "intact"))
-        metrics[method], reports[method] = train_one(method, args, training_args, task, encoder, tokenizer, data, tally)
+    for method in args.method_list:  # each method's results are written as soon as it finishes
+        done = runs.finished(method)
+        if done is None:
+            tally = MaskingTally.from_dataset(data["noisy"], np.where(noisy["corrupted"], "flipped", "intact"))
+            done = train_one(method, args, runs.training_args(method), task, encoder, tokenizer, data, tally,
+                             resume=runs.resume_point(method))
+            runs.save(method, *done)
+        metrics[method], reports[method] = done
         logger.info("%s: %s %s", method, metrics[method], reports[method])
-    noise = {"seed": training_args.seed, "noise_rate": args.noise_rate, "noise": "symmetric label noise",
-             "noisy_examples": len(noisy), "corrupted_examples": int(noisy["corrupted"].sum()),
-             "clean_examples": len(clean), "test_examples": len(test), "max_steps": training_args.max_steps,
-             "methods": reports}
-    table = results_table(metrics, reports, training_args.seed, args.noise_rate)
-    if training_args.process_index == 0:
-        write_outputs(training_args.output_dir, metrics, noise, table)
+        noise = {"seed": training_args.seed, "noise_rate": args.noise_rate, "noise": "symmetric label noise",
+                 "noisy_examples": len(noisy), "corrupted_examples": int(noisy["corrupted"].sum()),
+                 "clean_examples": len(clean), "test_examples": len(test), "max_steps": training_args.max_steps,
+                 "methods": reports}
+        table = results_table(metrics, reports, training_args.seed, args.noise_rate)
+        if training_args.process_index == 0:
+            write_outputs(training_args.output_dir, metrics, noise, table)
     return metrics
 
 

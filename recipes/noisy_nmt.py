@@ -27,9 +27,7 @@ how often corrupted and intact pairs were masked.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -57,6 +55,7 @@ from hf_mtl.masking import (
 )
 from hf_mtl.recipes.arguments import parse_with_defaults
 from hf_mtl.recipes.noisy_data import (
+    MethodRuns,
     check_clean_size,
     format_value,
     parse_methods,
@@ -299,19 +298,17 @@ def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2)}
 
 
-def train_one(method: str, args: NoisyNMTArguments, training_args: LossMaskingTrainingArguments, encoder: str,
-              tokenizer: Any, data: dict[str, Any], test: pd.DataFrame, tally: MaskingTally
+def train_one(method: str, args: NoisyNMTArguments, run_args: LossMaskingTrainingArguments, encoder: str,
+              tokenizer: Any, data: dict[str, Any], test: pd.DataFrame, tally: MaskingTally, resume: str | None = None
               ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    mode = MASKING_MODE[method]
-    run_args = dataclasses.replace(training_args, loss_masking=mode,
-                                   output_dir=os.path.join(training_args.output_dir, method))
+    mode = run_args.loss_masking
     set_seed(run_args.seed)
     model = warm_started_model(encoder, tokenizer, args)
     trainer = LossMaskingTrainer(model=model, args=run_args, train_dataset=data["noisy"],
                                  clean_dataset=data["clean"] if mode != "none" else None,
                                  data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
                                  optimizers=(optimizer(model, run_args, args.new_parameters_lr_multiplier), None))
-    wall, report = train_and_report(trainer, mode, tally)
+    wall, report = train_and_report(trainer, mode, tally, resume=resume)
     result = None
     if trainer.is_world_process_zero():  # generation runs once, on the main process
         module = trainer.accelerator.unwrap_model(trainer.model)
@@ -353,6 +350,7 @@ def copy_baseline_note(metrics: dict[str, dict[str, Any]]) -> str | None:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    runs = MethodRuns(training_args, {method: MASKING_MODE[method] for method in args.method_list})
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     datasets.disable_progress_bars()
@@ -365,24 +363,29 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
             "test": tokenize(test.assign(target=test["paraphrase"]), tokenizer, args.max_seq_length)}
     metrics: dict[str, dict[str, Any]] = {"copy_source": scores(list(test["source"]), list(test["paraphrase"]))}
     reports: dict[str, dict[str, Any]] = {}
-    for method in args.method_list:
-        tally = MaskingTally.from_dataset(data["noisy"], noisy["kind"].tolist())
-        result, reports[method] = train_one(method, args, training_args, encoder, tokenizer, data, test, tally)
+    noise_rates = {"misaligned_rate": args.misaligned_rate, "truncated_rate": args.truncated_rate,
+                   "copied_rate": args.copied_rate}
+    for method in args.method_list:  # each method's results are written as soon as it finishes
+        done = runs.finished(method)
+        if done is None:
+            tally = MaskingTally.from_dataset(data["noisy"], noisy["kind"].tolist())
+            done = train_one(method, args, runs.training_args(method), encoder, tokenizer, data, test, tally,
+                             resume=runs.resume_point(method))
+            runs.save(method, *done)
+        result, reports[method] = done
         if result is not None:
             metrics[method] = result
             logger.info("%s: BLEU %.2f chrF %.2f; %s", method, result["bleu"], result["chrf"], reports[method])
-    noise_rates = {"misaligned_rate": args.misaligned_rate, "truncated_rate": args.truncated_rate,
-                   "copied_rate": args.copied_rate}
-    noise = {"seed": training_args.seed, **noise_rates,
-             "kinds": {k: int(v) for k, v in noisy["kind"].value_counts().items()},
-             "noisy_pairs": len(noisy), "clean_pairs": len(clean), "test_pairs": len(test),
-             "max_steps": training_args.max_steps, "methods": reports}
-    if training_args.process_index == 0:
-        table = results_table(metrics, reports, training_args.seed, noise_rates)
-        note = copy_baseline_note(metrics)
-        if note:
-            table += "\n\n" + note
-        write_outputs(training_args.output_dir, metrics, noise, table)
+        noise = {"seed": training_args.seed, **noise_rates,
+                 "kinds": {k: int(v) for k, v in noisy["kind"].value_counts().items()},
+                 "noisy_pairs": len(noisy), "clean_pairs": len(clean), "test_pairs": len(test),
+                 "max_steps": training_args.max_steps, "methods": reports}
+        if training_args.process_index == 0:
+            table = results_table(metrics, reports, training_args.seed, noise_rates)
+            note = copy_baseline_note(metrics)
+            if note:
+                table += "\n\n" + note
+            write_outputs(training_args.output_dir, metrics, noise, table)
     return metrics
 
 

@@ -171,7 +171,10 @@ def test_fresh_training_truncates_and_resuming_keeps_the_history_up_to_the_check
     path.parent.mkdir()
     path.write_text(stale)  # left over from an earlier run in the same output_dir
     common = dict(max_steps=3, save_strategy="steps", save_steps=2)
-    train(tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data, **common)
+    with pytest.raises(ValueError, match="holds a previous run"):  # kept unless overwrite_output_dir
+        train(tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data, **common)
+    assert path.read_text() == stale
+    train(tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data, overwrite_output_dir=True, **common)
     first = read_history(path)
     assert [r["step"] for r in first] == [1, 2, 3]
     path.write_text(path.read_text() + stale)

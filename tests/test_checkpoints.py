@@ -1,11 +1,16 @@
-"""A run killed in the middle of saving a checkpoint resumes from the previous, complete one."""
+"""A run killed in the middle of saving (or a corrupt checkpoint) resumes from the previous, complete one."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 import torch
+from transformers import TrainerControl, TrainerState
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+from hf_mtl.callbacks import HISTORY_FILE, MultiTaskDiagnosticsCallback, read_history
 from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint
 
 
@@ -62,3 +67,62 @@ def test_explicit_incomplete_checkpoint_names_what_is_missing(tmp_path, tiny_enc
         again.train(resume_from_checkpoint=str(checkpoint))
     with pytest.raises(ValueError, match="No complete checkpoint"):
         again.train(resume_from_checkpoint=True)
+
+
+def truncate(path, keep: int | None = None) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
+def test_corrupt_newest_checkpoint_falls_back_on_auto_resume_and_is_named_when_explicit(
+        tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data, caplog):
+    _, trainer = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer)
+    trainer.train()
+    out = tmp_path / "out"
+    truncate(out / "checkpoint-4" / "model.safetensors")
+    _, again = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, max_steps=5)
+    with pytest.raises(ValueError, match=r"checkpoint-4: model.safetensors is truncated or corrupt"):
+        again.train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    again.train(resume_from_checkpoint=True)
+    assert "Skipping incomplete or corrupt checkpoint" in caplog.text and "model.safetensors" in caplog.text
+    assert again.state.global_step == 5 and (out / "checkpoint-5").is_dir()
+
+
+@pytest.mark.parametrize(("damage", "message"), [(0, "optimizer.pt is empty"),
+                                                 (None, "optimizer.pt is truncated or corrupt")])
+def test_empty_or_truncated_optimizer_state_is_named(damage, message, tmp_path, tiny_encoder_dir, tokenizer,
+                                                     three_tasks, three_task_data):
+    _, trainer = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, max_steps=2)
+    trainer.train()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    truncate(checkpoint / "optimizer.pt", damage)
+    assert any(message in problem for problem in checkpoint_problems(str(checkpoint)))
+    _, again = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, max_steps=3)
+    with pytest.raises(ValueError, match=message):
+        again.train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_resume_without_rng_state_warns_that_it_is_not_exact(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                             three_task_data, caplog):
+    _, trainer = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, max_steps=2)
+    trainer.train()
+    (tmp_path / "out" / "checkpoint-2" / "rng_state.pth").unlink()
+    _, again = build(tmp_path, tiny_encoder_dir, three_tasks, three_task_data, tokenizer, max_steps=3)
+    again.train(resume_from_checkpoint=True)
+    assert "has no rng_state.pth" in caplog.text and "not exact" in caplog.text
+
+
+def test_history_with_a_partly_written_last_line_resumes(tmp_path, caplog):
+    history = tmp_path / HISTORY_FILE
+    good = [{"kind": "train", "step": s, "loss": {"a": 1.0}} for s in (1, 2, 3)]
+    history.write_text("".join(json.dumps(r) + "\n" for r in good) + '{"kind": "train", "st')
+    with pytest.raises(ValueError, match="line 4"):
+        read_history(history)
+    callback = MultiTaskDiagnosticsCallback()
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    callback.on_train_begin(args, TrainerState(global_step=2), TrainerControl())
+    assert "dropping a partly written record" in caplog.text
+    assert [r["step"] for r in read_history(history)] == [1, 2]
+    history.write_text('{"kind": "tr\n' + json.dumps(good[0]) + "\n")
+    with pytest.raises(ValueError, match="line 1"):  # a broken line in the middle is still an error
+        read_history(history, drop_partial_last_line=True)

@@ -6,6 +6,8 @@ transformers' ``run_glue.py``), so compressed files (``.csv.gz``) work too.
 
 from __future__ import annotations
 
+import codecs
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import numpy as np
 from hf_mtl.data.convert import check_columns_present, is_string_column, to_contract_columns
 from hf_mtl.heads import TaskHead, head_class, registered_kinds
 from hf_mtl.tasks import Task, TaskKind
+
+logger = logging.getLogger(__name__)
 
 #: Keys of a user-file task spec.
 USER_FILE_KEYS = (
@@ -30,6 +34,7 @@ USER_FILE_KEYS = (
     "metrics",
     "role",
     "weight",
+    "encoding",
 )
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 _BUILDERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
@@ -55,8 +60,36 @@ def builder_for(path: str, who: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return _BUILDERS[extension]
 
 
-def read_files(paths: str | Path | list[str | Path], who: str, split_name: str) -> datasets.Dataset:
-    """One split from one or more files of the same format, via ``datasets.load_dataset``."""
+def check_text_encoding(path: str, encoding: str, who: str, split_name: str) -> None:
+    """Raise naming the file, the byte and its line when the uncompressed text file ``path`` is not ``encoding``."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, lines = 0, 1
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:  # err.object: bytes held back from the last chunk, then this one
+                held = len(err.object) - len(chunk)
+                lines += err.object.count(b"\n", 0, err.start)
+                raise ValueError(
+                    f"{who}, split {split_name!r}: file {path!r} is not {encoding} text (byte "
+                    f"0x{err.object[err.start]:02x} at offset {offset - held + err.start}, line {lines}); give its "
+                    "encoding in the task spec, e.g. \"encoding\": \"latin-1\" or \"cp1252\"."
+                ) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+
+
+def read_files(paths: str | Path | list[str | Path], who: str, split_name: str,
+               encoding: str | None = None) -> datasets.Dataset:
+    """One split from one or more files of the same format, via ``datasets.load_dataset``.
+
+    Empty files and (uncompressed) text files that are not in ``encoding`` (default UTF-8) are errors naming the
+    file; ``encoding`` is passed to the CSV and JSON readers.
+    """
     paths = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not paths:
         raise ValueError(f"{who}, split {split_name!r}: no files given.")
@@ -66,11 +99,21 @@ def read_files(paths: str | Path | list[str | Path], who: str, split_name: str) 
             f"{who}, split {split_name!r}: the files mix formats {sorted(b[0] for b in builders)}."
         )
     ((builder, options),) = builders
+    options = dict(options)
+    if encoding is not None:
+        if builder == "parquet":
+            raise ValueError(f"{who}: 'encoding' applies to CSV/TSV/JSON files, not Parquet ({paths}).")
+        codecs.lookup(encoding)  # an unknown codec name raises LookupError naming it
+        options["encoding"] = encoding
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{who}, split {split_name!r}: file {path!r} does not exist.")
+        if Path(path).stat().st_size == 0:
+            raise ValueError(f"{who}, split {split_name!r}: file {path!r} is empty (0 bytes).")
+        if builder != "parquet" and Path(path).suffix.lower() not in _COMPRESSION_SUFFIXES:
+            check_text_encoding(path, encoding or "utf-8", who, split_name)
     try:
-        return datasets.load_dataset(builder, data_files=paths, split="train", **dict(options))
+        return datasets.load_dataset(builder, data_files=paths, split="train", **options)
     except ValueError as error:
         # datasets refuses files without rows ('Instruction "train" corresponds to no data!').
         if "no data" not in str(error):
@@ -108,7 +151,13 @@ def _infer_classes(name: str, train: datasets.Dataset, label_column: str) -> dic
             )
         return {"label_names": sorted(set(labels.to_pylist()))}
     values = labels.to_numpy(zero_copy_only=False)
-    if values.dtype.kind not in "iuf" or not np.all(np.isfinite(values)):
+    if values.dtype.kind in "f" and not np.all(np.isfinite(values)):
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise ValueError(
+            f"Task {name!r}, split 'train', column {label_column!r}: row {row} has no label (a blank cell or "
+            f"{values[row]}); fill it in or drop the row."
+        )
+    if values.dtype.kind not in "iuf":
         raise ValueError(
             f"Task {name!r}, split 'train', column {label_column!r}: cannot infer the classes from labels of "
             f"type {labels.type}; give label_names or num_labels."
@@ -146,7 +195,8 @@ def load_user_task(spec: dict[str, Any]) -> tuple[Task, datasets.Dataset, datase
     text_column = spec.get("text_column", "text")
     label_column = spec.get("label_column", "label")
     who = f"Task {name!r}"
-    raw = {split: read_files(spec[f"{split}_file"], who, split) for split in ("train", "validation")}
+    encoding = spec.get("encoding")
+    raw = {split: read_files(spec[f"{split}_file"], who, split, encoding) for split in ("train", "validation")}
     task_fields = {
         key: spec[key] for key in ("label_names", "num_labels", "metrics", "role", "weight") if key in spec
     }
@@ -165,4 +215,19 @@ def load_user_task(spec: dict[str, Any]) -> tuple[Task, datasets.Dataset, datase
         )
         for split in ("train", "validation")
     )
+    if head.has_classes:
+        warn_unseen_classes(task, train)
     return task, train, validation
+
+
+def warn_unseen_classes(task: Task, train: datasets.Dataset) -> None:
+    """Warn when some declared classes never occur among the training labels (the head cannot learn them)."""
+    seen = set(np.unique(train.with_format("arrow")["label"].to_numpy(zero_copy_only=False)).tolist())
+    missing = [c for c in range(int(task.num_labels)) if c not in seen]
+    if missing:
+        names = [task.label_names[c] for c in missing] if task.label_names else missing
+        logger.warning(
+            "Task %r: %d of its %d classes never occur in the training data: %s. Check num_labels/label_names "
+            "(classes are 0..num_labels-1; inferred integer classes start at 0).",
+            task.name, len(missing), task.num_labels, names,
+        )

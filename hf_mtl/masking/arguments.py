@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from hf_mtl.masking.rules import check_keep_fraction
+from hf_mtl.run_safety import RunSafetyArguments
 
 LOSS_MASKING_MODES = ("none", "example", "batch")
 
@@ -93,5 +94,5 @@ class LossMaskingArguments:
 
 
 @dataclass
-class LossMaskingTrainingArguments(LossMaskingArguments, TrainingArguments):
+class LossMaskingTrainingArguments(RunSafetyArguments, LossMaskingArguments, TrainingArguments):
     """``TrainingArguments`` plus the loss-masking fields, for :class:`~hf_mtl.masking.LossMaskingTrainer`."""

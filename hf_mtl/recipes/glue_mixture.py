@@ -36,6 +36,7 @@ from hf_mtl.data import prepare_datasets
 from hf_mtl.data.embedded import embedded_encoder_path
 from hf_mtl.data.sources import SharedInputData, load_preset, load_task_data, majority_baseline
 from hf_mtl.recipes.arguments import recipe_parser
+from hf_mtl.recipes.config import command_line_overrides, typed_config
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +95,18 @@ DEFAULTS = {
 
 
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
-    parser = recipe_parser((ModelArguments, DataArguments, MultiTaskTrainingArguments), DEFAULTS, __doc__)
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+    """Command-line arguments, or a JSON/YAML config file followed by optional ``--key value`` overrides (e.g.
+    ``config.yaml --resume_from_checkpoint True``); config values are converted and checked by field type."""
+    types = (ModelArguments, DataArguments, MultiTaskTrainingArguments)
+    parser = recipe_parser(types, DEFAULTS, __doc__)
+    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
         with open(argv[0], encoding="utf-8") as handle:
             config = yaml.safe_load(handle) or {}
         if not isinstance(config, dict):
             raise ValueError(f"Config file {argv[0]} must hold a mapping of argument names to values.")
-        return parser.parse_dict({**DEFAULTS, **config}, allow_extra_keys=False)
+        config.update(command_line_overrides(argv[1:], argv[0]))
+        return parser.parse_dict(typed_config({**DEFAULTS, **config}, types, f"Config file {argv[0]}"),
+                                 allow_extra_keys=False)
     return parser.parse_args_into_dataclasses(args=argv)
 
 

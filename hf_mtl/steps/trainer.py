@@ -3,7 +3,9 @@
 ``training_step`` is: prepare the micro-batch → ``strategy.micro_batch`` → on the step's last micro-batch
 ``strategy.end_step`` → :meth:`StepTrainer.on_step_end` with the :class:`~hf_mtl.steps.StepRecord`. The Trainer
 then clips, steps the optimizer and the scheduler as usual. A strategy's own state (e.g. the loss-masking
-clean stream) is saved in and restored from Trainer checkpoints.
+clean stream) is saved in and restored from Trainer checkpoints. A run whose last
+``max_consecutive_skipped_steps`` steps were all skipped (e.g. a diverged model) stops with
+:class:`SkippedStepsError` instead of running on to ``max_steps`` and saving the model it never trained.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint, resume_argument, warn_if_inexact
+from hf_mtl.run_safety import OutputDirLock, prepare_fresh_output_dir
 from hf_mtl.steps.base import StepStrategy, zero_gradients
 from hf_mtl.steps.context import StepContext
 from hf_mtl.steps.record import StepRecord
+
+
+class SkippedStepsError(RuntimeError):
+    """Too many consecutive optimizer steps were skipped (no parameter moved): training stopped."""
 
 
 class StepTrainer(Trainer):
@@ -31,6 +39,11 @@ class StepTrainer(Trainer):
 
     step_strategy: StepStrategy | None = None
     last_step: StepRecord | None = None
+    _streak: tuple[StepRecord, ...] = ()  # the first and the last step of the current run of skipped steps
+    _streak_length: int = 0
+    _streak_reasons: tuple[str, ...] = ()
+    _window_steps: int = 0
+    _window_skipped: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,7 +81,70 @@ class StepTrainer(Trainer):
                 zero_gradients(self.accelerator.unwrap_model(model))
             self.on_step_end(model, record)
             self.last_step = record
+            self._count_skipped(record)
         return loss.detach()
+
+    # --- the run ---------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """``Trainer.train`` holding a lock on ``output_dir``, resuming only from complete checkpoints.
+
+        ``resume_from_checkpoint=True`` (or ``"True"`` from a command line) picks the newest complete
+        ``checkpoint-N`` (one left half-written or corrupt is skipped with a warning); an explicit incomplete
+        path is an error naming what is missing or broken. A run that does not resume refuses an ``output_dir``
+        holding a previous run unless ``overwrite_output_dir`` (:mod:`hf_mtl.run_safety`).
+        """
+        resume = resume_argument(resume_from_checkpoint)
+        with OutputDirLock(self.args.output_dir, enabled=self.args.process_index == 0):
+            needs = self.checkpoint_requirements()
+            if resume is True:
+                resume = last_complete_checkpoint(self.args.output_dir, **needs)
+                if resume is None:
+                    raise ValueError(f"No complete checkpoint found in output directory {self.args.output_dir}.")
+            elif isinstance(resume, str):
+                problems = checkpoint_problems(resume, **needs)
+                if problems:
+                    raise ValueError(f"Cannot resume from {resume}: {'; '.join(problems)}.")
+            if resume is None:
+                prepare_fresh_output_dir(self.args.output_dir, bool(getattr(self.args, "overwrite_output_dir", False)),
+                                         delete=self.args.process_index == 0)
+                self.accelerator.wait_for_everyone()
+            else:
+                warn_if_inexact(resume)
+            self._streak, self._streak_length, self._streak_reasons = (), 0, ()
+            self._window_steps = self._window_skipped = 0
+            return super().train(resume_from_checkpoint=resume, **kwargs)
+
+    def checkpoint_requirements(self) -> dict[str, bool]:
+        """What a checkpoint must hold to resume this run (keywords of :func:`~hf_mtl.checkpoints.checkpoint_problems`)."""
+        return {"needs_optimizer": not self.args.save_only_model}
+
+    def _count_skipped(self, record: StepRecord) -> None:
+        """Count skipped steps for the logs; stop after ``max_consecutive_skipped_steps`` in a row."""
+        self._window_steps += 1
+        self._window_skipped += int(record.skipped)
+        if not record.skipped:
+            self._streak, self._streak_length, self._streak_reasons = (), 0, ()
+            return
+        self._streak = (self._streak[0] if self._streak else record, record)
+        self._streak_length += 1
+        reason = record.reason or "no reason given"
+        if reason not in self._streak_reasons:
+            self._streak_reasons += (reason,)
+        limit = int(getattr(self.args, "max_consecutive_skipped_steps", 0) or 0)
+        if limit and self._streak_length >= limit:
+            raise SkippedStepsError(self._skip_streak_message())
+
+    def _skip_streak_message(self) -> str:
+        first, last = self._streak[0].step + 1, self._streak[-1].step + 1
+        good = last_complete_checkpoint(self.args.output_dir, max_step=first - 1, quiet=True,
+                                        **self.checkpoint_requirements())
+        where = (f"The last checkpoint saved before the skipped steps began is {good}; resume from it with "
+                 f"resume_from_checkpoint={good!r} (e.g. with a lower learning rate)."
+                 if good else "No checkpoint was saved before the skipped steps began.")
+        return (f"Stopped at optimizer step {last}: the last {self._streak_length} steps ({first}–{last}) were all "
+                f"skipped, so no parameter has moved since step {first - 1} (max_consecutive_skipped_steps="
+                f"{self.args.max_consecutive_skipped_steps}; 0 disables the limit). Reasons: "
+                f"{'; '.join(self._streak_reasons)}. Nothing was saved at the end of this run. {where}")
 
     def on_step_end(self, model: nn.Module, record: StepRecord) -> None:
         """Called once per optimizer step with its record, after the update is in ``.grad``."""
@@ -92,6 +168,11 @@ class StepTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self.step_strategy is not None:
             logs.update(self.step_strategy.log_metrics())
+            if self._window_skipped:
+                logs["skipped_steps"] = self._window_skipped
+                if self._window_skipped == self._window_steps:  # nothing trained: no loss to show
+                    logs["loss"] = float("nan")
+            self._window_steps = self._window_skipped = 0
         super().log(logs, start_time)
 
     # --- checkpoints ------------------------------------------------------------------------------------
