@@ -110,8 +110,8 @@ class MethodRuns:
         return args
 
     def save(self, method: str, result: Mapping[str, Any] | None, report: Mapping[str, Any]) -> None:
-        """Keep a finished method's result and report in its folder (main process: ``result`` not ``None``)."""
-        if result is None:
+        """Keep a finished method's result and report in its folder (written by the main process only)."""
+        if result is None or self.args[method].process_index != 0:
             return
         os.makedirs(self.args[method].output_dir, exist_ok=True)
         path = os.path.join(self.args[method].output_dir, RESULT_FILE)
