@@ -98,12 +98,13 @@ def _method_row(label: str, kind: str, table: pd.DataFrame, baselines: dict[str,
     """One method's aggregate (``table``: seeds × tasks of headline metric values)."""
     per_task = {task: {"mean": float(col.mean()), "sd": float(col.std(ddof=1)) if col.count() > 1 else None,
                        "n": int(col.count())} for task, col in table.items()}
-    average = table.mean(axis=1) if table.notna().all(axis=None) else pd.Series(dtype=float)
+    mixed = lower.reindex(table.columns).nunique() > 1  # an average of accuracies and MAEs means nothing
+    average = table.mean(axis=1) if table.notna().all(axis=None) and not mixed else pd.Series(dtype=float)
     row: dict[str, Any] = {
         "label": label, "kind": kind, "per_task": per_task, "seeds": sorted(int(s) for s in table.index),
         "average": {"mean": float(average.mean()) if len(average) else None,
                     "sd": float(average.std(ddof=1)) if len(average) > 1 else None},
-        "wall_time_s": float(rows.groupby("seed")["wall_time_s"].first().sum()),
+        "wall_time_s": float(rows.drop_duplicates(["label", "seed"])["wall_time_s"].sum()),
         "mean_step_time_s": float(rows["mean_step_time_s"].mean()),
         "delta_m": {},
     }
@@ -142,7 +143,7 @@ def markdown(summary: dict[str, Any], spec: ComparisonSpec, n_finished: int, tot
             for m in spec.budget_modes) + f". Δm and the rank are against `{ref}`.", "",
         "Cells: headline metric mean ± sd over seeds (" + ", ".join(
             f"{t}: {summary['metric'][t]}{' ↓' if summary['lower_is_better'][t] else ''}" for t in tasks)
-        + "). Δm (%) after Maninis et al. 2019 / Vandenhende et al. 2021: mean relative change against the "
+        + "); average: their mean (only when every metric points the same way). Δm (%) after Maninis et al. 2019 / Vandenhende et al. 2021: mean relative change against the "
           "single-task baseline, sign-corrected (↓: lower is better), positive = better; ± is the sd of the "
           "paired per-seed values, p their one-sample t-test against 0.", "",
     ]
