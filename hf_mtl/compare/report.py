@@ -61,7 +61,7 @@ def summarise(runs: list[dict[str, Any]], spec: ComparisonSpec) -> dict[str, Any
     """Per method: per-task mean/sd/n, average, Δm (mean, paired sd, p) against each baseline budget, rank."""
     frame = runs_frame(runs)
     if frame.empty:
-        return {"methods": [], "tasks": spec.task_names, "reference": spec.reference_mode}
+        return {"methods": [], "tasks": [], "metric": {}, "lower_is_better": {}, "reference": spec.reference_mode}
     metric_of = frame.groupby("task")["metric"].first()
     lower = metric_of.map(lambda m: lower_is_better(m, spec.lower_is_better))
     single = frame[frame["kind"] == "single_task"]
@@ -242,6 +242,7 @@ def _pareto(summary: dict[str, Any], spec: ComparisonSpec, path: Path, plt: Any)
 def write_report(spec: ComparisonSpec, output_dir: str | Path) -> dict[str, Any]:
     """Write ``comparison.json``, ``comparison.md`` and the PNGs from the finished runs; return the summary."""
     out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(out)
     summary = summarise(runs, spec)
     total_wall = float(sum(r["wall_time_s"] for r in runs))
