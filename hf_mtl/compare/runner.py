@@ -115,14 +115,17 @@ class _DataCache:
         return self.prepared[tasks]
 
 
-def _step_timer() -> Any:
+def _step_recorder() -> Any:
     from transformers import TrainerCallback
 
-    class StepTimer(TrainerCallback):
-        """Wall time of every optimizer step (``on_step_begin`` → ``on_step_end``)."""
+    class StepRecorder(TrainerCallback):
+        """Wall time of every optimizer step, and the step's task weights and gradient norms (``last_step``)."""
 
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.weights: list[np.ndarray] = []
+            self.grad_norms: list[np.ndarray] = []
+            self.trainer: Any = None
             self._start = 0.0
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -130,8 +133,20 @@ def _step_timer() -> Any:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.times.append(time.perf_counter() - self._start)
+            record = self.trainer.last_step
+            if record is not None and record.weights is not None and not record.skipped:
+                self.weights.append(np.asarray(record.weights, dtype=float))
+                if record.gram is not None:
+                    self.grad_norms.append(np.sqrt(np.clip(np.diag(np.asarray(record.gram, dtype=float)), 0, None)))
 
-    return StepTimer()
+        def summary(self, names: list[str]) -> dict[str, Any]:
+            def mean_of(rows: list[np.ndarray]) -> dict[str, float] | None:
+                return dict(zip(names, np.mean(rows, axis=0).tolist(), strict=True)) if rows else None
+
+            return {"mean_step_time_s": float(np.mean(self.times)) if self.times else None,
+                    "mean_weights": mean_of(self.weights), "mean_grad_norms": mean_of(self.grad_norms)}
+
+    return StepRecorder()
 
 
 def train_run(spec: ComparisonSpec, run: Run, cache: _DataCache, work_dir: Path) -> dict[str, Any]:
@@ -155,9 +170,10 @@ def train_run(spec: ComparisonSpec, run: Run, cache: _DataCache, work_dir: Path)
     if method.max_steps is not None:
         arguments["max_steps"] = method.max_steps
     args = MultiTaskTrainingArguments(**arguments)
-    timer = _step_timer()
+    recorder = _step_recorder()
     trainer = MultiTaskTrainer(model, args, train_dataset=data.train, eval_dataset=data.validation,
-                               processing_class=cache.tokenizer, callbacks=[timer])
+                               processing_class=cache.tokenizer, callbacks=[recorder])
+    recorder.trainer = trainer
     trainer.train()
     train_time = time.time() - start
     metrics = trainer.evaluate()
@@ -170,7 +186,7 @@ def train_run(spec: ComparisonSpec, run: Run, cache: _DataCache, work_dir: Path)
         "eval": {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         "max_steps": args.max_steps, "per_device_train_batch_size": args.per_device_train_batch_size,
         "learning_rate": args.learning_rate, "train_time_s": train_time, "wall_time_s": time.time() - start,
-        "mean_step_time_s": float(np.mean(timer.times)) if timer.times else None,
+        **recorder.summary(trainer.task_names),
         "host": platform.node(), "torch_threads": torch.get_num_threads(),
         "device": str(args.device), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -49,6 +49,10 @@ def test_cli_compare_trains_once_then_resumes_without_training(quick_spec_file, 
     assert record["seed"] == 1 and record["max_steps"] == 2 and record["mean_step_time_s"] > 0
     assert set(record["metrics"]) == {"rotten_tomatoes", "debate_party"}
     assert 0.0 <= record["metrics"]["debate_party"]["accuracy"] <= 1.0
+    assert sum(record["mean_weights"].values()) == pytest.approx(1.0)  # MGDA: a convex combination
+    assert all(v > 0 for v in record["mean_grad_norms"].values())
+    linear = json.loads((out / "runs" / "linear__seed0.json").read_text())
+    assert linear["mean_weights"] == {"rotten_tomatoes": 1.0, "debate_party": 1.0} and linear["mean_grad_norms"] is None
     assert cli.main(["compare", str(quick_spec_file), "--output_dir", str(out)]) == 0
     assert len(count_trainings) == 8  # nothing trained again
     printed = capsys.readouterr().out
