@@ -50,6 +50,12 @@ def runs_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _mean_dicts(runs: list[dict[str, Any]], key: str, label: str) -> dict[str, float] | None:
+    """Mean over a method's runs of a per-task record such as ``mean_weights`` (``None`` when none has it)."""
+    rows = [r[key] for r in runs if r["method"]["label"] == label and r.get(key)]
+    return pd.DataFrame(rows).mean().to_dict() if rows else None
+
+
 def delta_m(method: pd.Series, baseline: pd.Series, lower: pd.Series) -> float:
     """Δm (a fraction) of per-task metrics ``method`` against ``baseline``; ``lower`` marks lower-is-better tasks."""
     sign = np.where(lower.reindex(method.index).to_numpy(), -1.0, 1.0)
@@ -83,6 +89,8 @@ def summarise(runs: list[dict[str, Any]], spec: ComparisonSpec) -> dict[str, Any
         methods.append(_method_row(label, rows["kind"].iloc[0], table, baselines, lower, rows))
         weights = next((m.combiner_options.get("weights") for m in spec.methods if m.label == label), None)
         methods[-1]["weights"] = dict(zip(spec.task_names, weights, strict=True)) if weights else None
+        methods[-1]["mean_weights"] = _mean_dicts(runs, "mean_weights", label)
+        methods[-1]["mean_grad_norms"] = _mean_dicts(runs, "mean_grad_norms", label)
     reference = spec.reference_mode
     scored = pd.Series({i: m["delta_m"].get(reference, {}).get("mean", math.nan) for i, m in enumerate(methods)})
     ranks = scored.rank(ascending=False, method="min")
@@ -162,6 +170,18 @@ def markdown(summary: dict[str, Any], spec: ComparisonSpec, n_finished: int, tot
         seeds = len(m["seeds"])
         cells += [f"{m['mean_step_time_s']:.3f}", f"{m['wall_time_s'] / max(seeds, 1):.0f}", str(seeds)]
         lines.append("| " + " | ".join(cells) + " |")
+    diagnosed = [m for m in summary["methods"] if m.get("mean_weights")]
+    if diagnosed:
+        lines += ["", "Mean over steps and seeds of each task's combiner weight (shares of their sum) and, for "
+                      "gradient combiners, of its gradient norm ‖g_k‖:", "",
+                  "| method | " + " | ".join(f"w {t}" for t in tasks) + " | " + " | ".join(f"‖g‖ {t}" for t in tasks)
+                  + " |", "|" + " --- |" * (1 + 2 * len(tasks))]
+        for m in diagnosed:
+            total = sum(m["mean_weights"].values()) or 1.0
+            norms = m.get("mean_grad_norms") or {}
+            cells = [f"{m['mean_weights'][t] / total:.2f}" for t in tasks]
+            cells += [f"{norms[t]:.2f}" if t in norms else "–" for t in tasks]
+            lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

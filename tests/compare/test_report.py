@@ -106,6 +106,15 @@ def test_markdown_and_pngs_written(spec, runs, tmp_path):
     assert summary["reference"] == "per_task"
 
 
+def test_weight_table_averages_runs_and_normalises(spec, runs):
+    for run in runs:
+        if run["method"]["label"] == "mgda":
+            run["mean_weights"] = {"a": 0.2, "b": 0.6} if run["seed"] == 0 else {"a": 0.4, "b": 0.8}
+            run["mean_grad_norms"] = {"a": 1.0, "b": 3.0}
+    text = markdown(summarise(runs, spec), spec, 10, 100.0)
+    assert "| mgda | 0.30 | 0.70 | 1.00 | 3.00 |" in text  # means 0.3 and 0.7, shares of their sum 1.0
+
+
 def test_partial_report_counts_missing_runs(spec, runs):
     text = markdown(summarise(runs[:4], spec), spec, 4, 40.0)
     assert "4 of 10 runs finished" in text
