@@ -166,7 +166,10 @@ def markdown(summary: dict[str, Any], spec: ComparisonSpec, n_finished: int, tot
         cells += [_pm(m["per_task"][t]["mean"], m["per_task"][t]["sd"]) if t in m["per_task"] else "–" for t in tasks]
         cells += [_pm(m["average"]["mean"], m["average"]["sd"]), _pm(dm.get("mean"), dm.get("sd"), 100, 2),
                   "–" if dm.get("p") is None else f"{dm['p']:.3f}"]
-        cells += [_pm(m["delta_m"].get(o, {}).get("mean"), m["delta_m"].get(o, {}).get("sd"), 100, 2) for o in other]
+        for o in other:
+            dmo = m["delta_m"].get(o, {})
+            cells.append(_pm(dmo.get("mean"), dmo.get("sd"), 100, 2)
+                         + ("" if dmo.get("p") is None else f" (p {dmo['p']:.3f})"))
         seeds = len(m["seeds"])
         cells += [f"{m['mean_step_time_s']:.3f}", f"{m['wall_time_s'] / max(seeds, 1):.0f}", str(seeds)]
         lines.append("| " + " | ".join(cells) + " |")
