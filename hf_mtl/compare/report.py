@@ -225,7 +225,7 @@ def plot(summary: dict[str, Any], spec: ComparisonSpec, output_dir: Path) -> lis
 
 def _pareto(summary: dict[str, Any], spec: ComparisonSpec, path: Path, plt: Any) -> Path:
     a, b = spec.pareto
-    fig, ax = plt.subplots(figsize=(6.4, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5.5))
     both = [m for m in summary["methods"] if a in m["per_task"] and b in m["per_task"]]
 
     def point(m: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -244,7 +244,8 @@ def _pareto(summary: dict[str, Any], spec: ComparisonSpec, path: Path, plt: Any)
             ax.annotate(f"{weight_share(m):.2f}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for i, m in enumerate(m for m in both if m["kind"] == "combiner"):
         x, y, ex, ey = point(m)
-        ax.errorbar([x], [y], xerr=[ex], yerr=[ey], fmt="s", color=f"C{(i % 8) + 1}", capsize=2, label=m["label"])
+        ax.errorbar([x], [y], xerr=[ex], yerr=[ey], fmt="sD^vP*X"[i % 7], color=plt.cm.tab20((2 * i + 2) % 20 + i // 10),
+                    capsize=2, label=m["label"])
     for m in summary["methods"]:
         if m["kind"] == "single_task":
             style = "--" if "total" not in m["label"] else ":"
@@ -254,8 +255,9 @@ def _pareto(summary: dict[str, Any], spec: ComparisonSpec, path: Path, plt: Any)
                 ax.axhline(m["per_task"][b]["mean"], color="0.5", ls=style, lw=1, label=f"alone: {m['label']}")
     ax.set_xlabel(f"{a} {summary['metric'][a]}" + (" (lower is better)" if summary["lower_is_better"][a] else ""))
     ax.set_ylabel(f"{b} {summary['metric'][b]}" + (" (lower is better)" if summary["lower_is_better"][b] else ""))
-    ax.set_title(f"{spec.name}: {a} vs {b} (mean ± sd; numbers: weight share of {a})", fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{spec.name}: mean ± sd over seeds; numbers on the curve: {a}'s share of the a+b weight",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
