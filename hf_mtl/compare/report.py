@@ -1,7 +1,7 @@
 """Aggregate finished runs: per-method mean ± sd over seeds, Δm against the single-task baselines, a rank.
 
 **Δm** (Maninis et al. 2019, "Attentive single-tasking of multiple tasks", arXiv 1904.08918; Vandenhende
-et al. 2021, "Multi-task learning for dense prediction tasks: a survey", arXiv 2004.13379, eq. 12) is the
+et al. 2021, "Multi-task learning for dense prediction tasks: a survey", arXiv 2004.13379) is the
 mean over the K tasks of the relative change of a method's headline metric against the task trained alone,
 sign-corrected so that positive is always better::
 
