@@ -4,6 +4,7 @@
     hf-mtl train CONFIG.yaml --resume_from_checkpoint True   # resume its newest complete checkpoint
     hf-mtl plot RUN_DIR [--out DIR]     # PNGs and the task-affinity table of a run (hf_mtl.plotting)
     hf-mtl combiners                    # registered combiner names with a one-line description
+    hf-mtl compare SPEC.yaml            # single-task vs static weights vs combiners over seeds (hf_mtl.compare)
 """
 
 from __future__ import annotations
@@ -82,6 +83,14 @@ def _combiners(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 0
 
 
+def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not Path(args.config).is_file():
+        parser.error(f"config file {args.config!r} does not exist.")
+    from hf_mtl.recipes.compare import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-mtl", description="Multi-task learning for HuggingFace Transformers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("combiners", help="list the combiners",
                                   description="Registered combiners: name, what they need, one-line description.")
     listing.set_defaults(handler=_combiners, subparser=listing)
+    compare = commands.add_parser("compare", help="compare methods on a mixture over seeds (Δm, ranks, plots)",
+                                  description="Train single-task baselines, static weights and combiners over "
+                                              "seeds as CONFIG says (resumable), and write comparison.md/json.")
+    from hf_mtl.recipes.compare import build_parser as add_compare_arguments  # argparse only: a light import
+
+    add_compare_arguments(compare)
+    compare.set_defaults(handler=_compare, subparser=compare)
     return parser
 
 

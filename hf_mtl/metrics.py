@@ -50,6 +50,10 @@ def _mse(predictions: np.ndarray, references: np.ndarray) -> float:
     return float(skm.mean_squared_error(references, predictions))
 
 
+def _mae(predictions: np.ndarray, references: np.ndarray) -> float:
+    return float(skm.mean_absolute_error(references, predictions))
+
+
 def _bleu(predictions: np.ndarray, references: np.ndarray) -> float:
     """Corpus BLEU (0–100) of decoded texts against one reference each."""
     return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
@@ -68,10 +72,11 @@ LOCAL_METRICS: dict[str, MetricFn] = {
     "pearson": _pearson,
     "spearmanr": _spearman,
     "mse": _mse,
+    "mae": _mae,
     "sacrebleu": _bleu,
     "chrf": _chrf,
 }
-HIGHER_IS_BETTER = {name: name != "mse" for name in LOCAL_METRICS}
+HIGHER_IS_BETTER = {name: name not in ("mse", "mae") for name in LOCAL_METRICS}
 
 
 def compute_metric(name: str, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:

