@@ -19,6 +19,11 @@ import torch
 import torch.distributed as dist
 
 
+def distributed() -> bool:
+    """True inside a process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _flat_numel(params: Sequence[torch.Tensor]) -> int:
     return sum(p.numel() for p in params)
 
@@ -61,7 +66,7 @@ class TaskGradientBuffer:
 
     def all_reduce_with(self, extra: torch.Tensor | None) -> torch.Tensor | None:
         """Average ``J`` and ``extra`` (the flattened task-specific grads) over ranks in one collective."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not distributed():
             return extra
         world = dist.get_world_size()
         self._zero_unseen_rows()  # this rank's unwritten rows must add zeros, not stale memory
@@ -151,7 +156,7 @@ def representation_gram(
 def average_gradients_over_ranks(params: Sequence[torch.nn.Parameter]) -> None:
     """Average every ``.grad`` over ranks in one all-reduce, as a DDP backward would; ``None`` stays ``None``
     unless another rank has a gradient for that parameter (one flag per parameter travels along)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not params:
+    if not distributed() or not params:
         return
     device = params[0].device
     flat = torch.cat(
@@ -164,13 +169,6 @@ def average_gradients_over_ranks(params: Sequence[torch.nn.Parameter]) -> None:
     touched = flat[sum(sizes):]
     for param, piece, flag in zip(params, pieces, touched.tolist(), strict=True):
         param.grad = piece.view_as(param).to(param.dtype).clone() if flag > 0 else None
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over ranks (identity outside distributed runs)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
 
 
 def gram_diagnostics(gram: torch.Tensor, task_names: Sequence[str]) -> dict[str, float]:

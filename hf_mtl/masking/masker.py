@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from hf_mtl.combiners import get_combiner
-from hf_mtl.gradients import average_gradients_over_ranks
+from hf_mtl.gradients import average_gradients_over_ranks, distributed
 from hf_mtl.masking.alignment import losses_and_alignments
 from hf_mtl.masking.clean_data import CleanBatchStream
 from hf_mtl.masking.label_groups import label_groups
@@ -88,10 +88,6 @@ class MaskRecord:
     step: int
     alignments: torch.Tensor
     keep: torch.Tensor
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _gather_variable(values: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -246,7 +242,7 @@ class LossMasker:
         """``g_clean`` on the ``targets`` parameters, averaged over ranks."""
         params = [self._params[i] for i in targets]
         flat = self._flat_gradient(loss, params, grad_scale)
-        if _distributed():
+        if distributed():
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             flat.div_(dist.get_world_size())
         return [part.view_as(p) for part, p in zip(flat.split([p.numel() for p in params]), params, strict=True)]
@@ -262,7 +258,7 @@ class LossMasker:
             weights = torch.where(groups == group, clean.weights, torch.zeros_like(clean.weights))
             per_group[group] = self._flat_gradient((clean.losses * weights.to(clean.losses.dtype)).sum(), params,
                                                    grad_scale, retain_graph or position < len(present) - 1)
-        if _distributed():
+        if distributed():
             dist.all_reduce(per_group, op=dist.ReduceOp.SUM)
         norms = per_group.norm(dim=1, keepdim=True)
         direction = torch.where(norms > 0, per_group / norms, per_group).sum(dim=0)
@@ -316,7 +312,7 @@ class LossMasker:
         return result.total().detach()
 
     def _keep(self, alignments: torch.Tensor) -> torch.Tensor:
-        if self.config.keep_fraction is None or not _distributed():
+        if self.config.keep_fraction is None or not distributed():
             return keep_mask(alignments, self.config.threshold, self.config.keep_fraction)
         # The keep fraction applies to the global micro-batch (all ranks), as in one process with a larger batch.
         gathered, start = _gather_variable(alignments)
@@ -339,7 +335,7 @@ class LossMasker:
             record.update(self._batch_rule(grad_scale))
         else:
             kept, total = self._kept, self._total
-            if _distributed():
+            if distributed():
                 counts = torch.tensor([kept, total], dtype=torch.float64, device=self._params[0].device)
                 dist.all_reduce(counts, op=dist.ReduceOp.SUM)
                 kept, total = int(counts[0]), int(counts[1])

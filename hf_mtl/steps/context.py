@@ -16,13 +16,11 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from torch import nn
 
+from hf_mtl.gradients import distributed
+
 logger = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("skip_step", "drop_task", "raise")
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 @dataclass

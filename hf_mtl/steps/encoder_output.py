@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_mtl.gradients import average_gradients_over_ranks, representation_gram
+from hf_mtl.gradients import representation_gram
 from hf_mtl.modeling import SHARED_GROUP
 from hf_mtl.steps.base import StepStrategy, ordered_losses, register_step_strategy, solve_weights
 from hf_mtl.steps.record import StepRecord
@@ -70,7 +70,7 @@ class EncoderOutputStep(StepStrategy):
                 context.backward(weighted_loss(outputs.task_losses, weights, context.task_names,
                                                outputs.soft_sharing_penalty))
             else:
-                self._replay_with(weights)
+                self._replay.backward_weighted(self.module, weights, context)
         return context.reported_loss(losses)
 
     def _add_gram(self, losses: torch.Tensor, groups: list[torch.Tensor], representations: Mapping[str, Any],
@@ -88,19 +88,6 @@ class EncoderOutputStep(StepStrategy):
         share = context.micro_batch_scale / context.world_size
         gram = representation_gram([loss * grad_scale for loss in losses], groups, retain_graph=retain_graph)
         self._gram += gram.cpu() * (share / grad_scale) ** 2
-
-    def _replay_with(self, weights: torch.Tensor) -> None:
-        context, module = self.context, self.module
-        scale = context.micro_batch_scale * context.grad_scale()
-
-        def backward(batch: Mapping[str, Any]) -> None:
-            with context.autocast():
-                outputs = module(**batch)
-            total = weighted_loss(outputs.task_losses, weights, context.task_names, outputs.soft_sharing_penalty)
-            (total * scale).backward()
-
-        self._replay.replay(backward)
-        average_gradients_over_ranks([p for p in module.parameters() if p.requires_grad])
 
     def end_step(self) -> StepRecord:
         record = self._record if self._record is not None else self.new_record()

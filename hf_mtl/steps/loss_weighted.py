@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_mtl.gradients import average_gradients_over_ranks
 from hf_mtl.steps.base import StepStrategy, ordered_losses, register_step_strategy, solve_weights
 from hf_mtl.steps.record import StepRecord
 from hf_mtl.steps.replay import MicroBatchReplay
@@ -101,17 +100,7 @@ class LossWeightedStep(StepStrategy):
             if weights is None:
                 self._replay.clear()
             else:
-                scale = context.micro_batch_scale * context.grad_scale()
-
-                def backward(batch: Mapping[str, Any]) -> None:
-                    with context.autocast():
-                        replayed = module(**batch)
-                    total = weighted_loss(replayed.task_losses, weights, context.task_names,
-                                          replayed.soft_sharing_penalty)
-                    (total * scale).backward()
-
-                self._replay.replay(backward)
-                average_gradients_over_ranks([p for p in module.parameters() if p.requires_grad])
+                self._replay.backward_weighted(module, weights, context)
         return context.reported_loss(losses)
 
     def end_step(self) -> StepRecord:

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
+from hf_mtl.gradients import average_gradients_over_ranks
+from hf_mtl.steps.context import StepContext
+from hf_mtl.steps.weighting import weighted_loss
 
 
 @dataclass
@@ -47,6 +52,20 @@ class MicroBatchReplay:
                     torch.cuda.set_rng_state_all(pending.cuda_rng)
                 run(pending.inputs)
         self._pending.clear()
+
+    def backward_weighted(self, module: nn.Module, weights: torch.Tensor, context: StepContext) -> None:
+        """Replay every kept micro-batch with a backward of its ``Σ_k w_k L_k`` (its share of the step, loss scale
+        included) on the unwrapped ``module``, then average the gradients over ranks in one all-reduce."""
+        scale = context.micro_batch_scale * context.grad_scale()
+
+        def backward(batch: Mapping[str, Any]) -> None:
+            with context.autocast():
+                outputs = module(**batch)
+            total = weighted_loss(outputs.task_losses, weights, context.task_names, outputs.soft_sharing_penalty)
+            (total * scale).backward()
+
+        self.replay(backward)
+        average_gradients_over_ranks([p for p in module.parameters() if p.requires_grad])
 
     def clear(self) -> None:
         self._pending.clear()
