@@ -51,8 +51,10 @@ def _safetensors_problem(path: str) -> str | None:
     return None
 
 
-def checkpoint_problems(path: str, needs_optimizer: bool = True, needs_combiner: bool = False) -> list[str]:
-    """What is missing or broken in the checkpoint folder ``path`` (empty when it is complete)."""
+def checkpoint_problems(path: str, needs_optimizer: bool = True, needs_combiner: bool = False,
+                        adapter_subfolder: str | None = None) -> list[str]:
+    """What is missing or broken in the checkpoint folder ``path`` (empty when it is complete); a model with an
+    encoder adapter also needs ``adapter_subfolder/adapter_config.json`` and ``adapter_model.safetensors``."""
     if not os.path.isdir(path):
         return ["no such checkpoint folder"]
     problems = []
@@ -64,6 +66,14 @@ def checkpoint_problems(path: str, needs_optimizer: bool = True, needs_combiner:
             problems.append(_safetensors_problem(os.path.join(path, name)))
         elif name.startswith("pytorch_model") and name.endswith(".bin"):
             problems.append(_torch_file_problem(os.path.join(path, name)))
+    if adapter_subfolder is not None:
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            file = os.path.join(path, adapter_subfolder, name)
+            if not os.path.isfile(file):
+                problems.append(f"no {adapter_subfolder}/{name} (the encoder's adapter)")
+            elif name.endswith(".safetensors"):
+                problem = _safetensors_problem(file)
+                problems.append(problem and f"{adapter_subfolder}/{problem}")
     state_file = os.path.join(path, "trainer_state.json")
     try:
         with open(state_file, encoding="utf-8") as handle:
@@ -92,13 +102,14 @@ def checkpoint_steps(output_dir: str) -> list[tuple[int, str]]:
 
 
 def last_complete_checkpoint(output_dir: str, needs_optimizer: bool = True, needs_combiner: bool = False,
-                             max_step: int | None = None, quiet: bool = False) -> str | None:
+                             max_step: int | None = None, quiet: bool = False,
+                             adapter_subfolder: str | None = None) -> str | None:
     """The newest ``checkpoint-N`` (``N ≤ max_step`` if given) in ``output_dir`` with nothing missing or broken;
     newer incomplete ones are skipped with a warning (unless ``quiet``)."""
     for step, path in reversed(checkpoint_steps(output_dir)):
         if max_step is not None and step > max_step:
             continue
-        problems = checkpoint_problems(path, needs_optimizer, needs_combiner)
+        problems = checkpoint_problems(path, needs_optimizer, needs_combiner, adapter_subfolder)
         if not problems:
             return path
         if not quiet:

@@ -7,12 +7,14 @@ arXiv 1810.04650). Heads are built by kind through the registry of :mod:`hf_mtl.
 
 Hard sharing (default) uses one encoder for all tasks. Soft sharing gives each task its own copy of the
 encoder and adds ``coef · Σ_{i<j} ||θ_i − θ_j||²`` to the loss (the L2 soft-sharing penalty of
-Duong et al. 2015, ACL).
+Duong et al. 2015, ACL). Under hard sharing the encoder may carry a ``peft`` adapter (LoRA, Hu et al. 2021,
+arXiv 2106.09685) with its own weights frozen (:mod:`hf_mtl.adapters`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
+from hf_mtl.adapters import ADAPTER_SUBFOLDER, adapter_config_dict, load_adapter_weights, wrap_encoder
 from hf_mtl.heads import TaskHead, head_class
 from hf_mtl.heads.seq2seq import decoder_token_ids
 from hf_mtl.tasks import Task, check_unique_names
@@ -51,6 +54,8 @@ class MultiTaskConfig(PretrainedConfig):
         decoder_token_ids: ``decoder_start_token_id``, ``eos_token_id`` and ``pad_token_id`` of seq2seq
             decoders (:meth:`MultiTaskModel.from_encoder` reads them from the tokenizer).
         seq2seq_max_new_tokens: most tokens a seq2seq head generates at evaluation.
+        encoder_adapter: the ``peft`` config (as a dict, with ``base_model_name_or_path``) of an adapter on the
+            shared encoder, whose own weights are then frozen (hard sharing only; :mod:`hf_mtl.adapters`).
     """
 
     model_type = "hf_mtl"
@@ -65,6 +70,7 @@ class MultiTaskConfig(PretrainedConfig):
         head_dropout: float | None = None,
         decoder_token_ids: dict[str, int] | None = None,
         seq2seq_max_new_tokens: int = 64,
+        encoder_adapter: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(encoder_config, dict):
@@ -87,6 +93,10 @@ class MultiTaskConfig(PretrainedConfig):
         if seq2seq_max_new_tokens < 1:
             raise ValueError(f"seq2seq_max_new_tokens must be >= 1, got {seq2seq_max_new_tokens}.")
         self.seq2seq_max_new_tokens = int(seq2seq_max_new_tokens)
+        if encoder_adapter is not None and sharing != "hard":
+            raise ValueError("encoder_adapter (an adapter on the shared encoder) needs sharing='hard'; "
+                             f"got sharing={sharing!r}.")
+        self.encoder_adapter = dict(encoder_adapter) if encoder_adapter else None
         super().__init__(**kwargs)
 
     @classmethod
@@ -166,6 +176,8 @@ class MultiTaskModel(PreTrainedModel):
         self.tasks: dict[str, Task] = {t.name: t for t in tasks}
         if config.sharing == "hard":
             self.encoder = AutoModel.from_config(config.encoder_config)
+            if config.encoder_adapter is not None:
+                self.encoder = wrap_encoder(self.encoder, config.encoder_adapter)
         else:
             self.encoders = nn.ModuleDict({name: AutoModel.from_config(config.encoder_config) for name in self.tasks})
         self.heads = nn.ModuleDict({t.name: head_class(t.kind)(t, config) for t in tasks})
@@ -176,18 +188,100 @@ class MultiTaskModel(PreTrainedModel):
         """A no-op: :meth:`save_pretrained` writes the ``auto_map`` and its module itself. (Transformers calls this
         when loading through ``trust_remote_code``; it would then copy this file over that module on saving.)"""
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """``PreTrainedModel.save_pretrained`` plus the ``auto_map`` module (see :data:`AUTO_MODULE`)."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, merge_adapter: bool = False,
+                        **kwargs: Any) -> None:
+        """``PreTrainedModel.save_pretrained`` plus the ``auto_map`` module (see :data:`AUTO_MODULE`).
+
+        With an encoder adapter, the directory holds the adapter in ``peft``'s format under ``encoder/`` and the
+        heads in ``model.safetensors`` (no copy of the frozen encoder); ``merge_adapter=True`` saves a plain model
+        with the adapter merged into the encoder's weights instead (:meth:`merged_model`).
+        """
+        if merge_adapter:
+            if not self.has_adapter:
+                raise ValueError("merge_adapter=True, but this model's encoder has no adapter.")
+            self.merged_model().save_pretrained(save_directory, *args, **kwargs)
+            return
         self.config.auto_map = dict(AUTO_MAP)
+        if self.has_adapter:
+            state = kwargs.pop("state_dict", None)
+            state = self.state_dict() if state is None else state
+            encoder_state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+            kwargs["state_dict"] = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+            self.encoder.save_pretrained(str(Path(save_directory, ADAPTER_SUBFOLDER)), state_dict=encoder_state,
+                                         is_main_process=kwargs.get("is_main_process", True))
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             Path(save_directory, f"{AUTO_MODULE}.py").write_text(AUTO_MODULE_SOURCE, encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any,
+                        base_encoder: str | None = None, **kwargs: Any) -> MultiTaskModel:
+        """``PreTrainedModel.from_pretrained``; a directory saved with an encoder adapter is rebuilt from the base
+        encoder (``base_encoder``, default: the ``base_model_name_or_path`` recorded in the adapter config), the
+        adapter (``peft.PeftModel.from_pretrained``, trainable) and the saved heads."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if not model.has_adapter:
+            if base_encoder is not None:
+                raise ValueError(f"base_encoder={base_encoder!r} was given, but {pretrained_model_name_or_path} "
+                                 "holds no encoder adapter.")
+            return model
+        from peft import PeftModel
+
+        base = base_encoder or model.config.encoder_adapter.get("base_model_name_or_path")
+        try:
+            encoder = AutoModel.from_pretrained(base, dtype=model.dtype)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"The encoder adapter in {pretrained_model_name_or_path} was trained on the base encoder "
+                             f"{base!r}, which cannot be loaded ({error}); pass base_encoder=PATH_OR_HUB_ID.") from None
+        adapter_dir = Path(pretrained_model_name_or_path, ADAPTER_SUBFOLDER)
+        adapter_source = str(adapter_dir) if adapter_dir.is_dir() else str(pretrained_model_name_or_path)
+        subfolder = {} if adapter_dir.is_dir() else {"subfolder": ADAPTER_SUBFOLDER}
+        model.encoder = PeftModel.from_pretrained(encoder, adapter_source, is_trainable=True, **subfolder
+                                                  ).to(model.device)
+        model.eval()
+        return model
+
+    def load_trained_weights(self, directory: str | os.PathLike) -> None:
+        """Load the heads and the encoder adapter saved in ``directory`` into this model in place (a checkpoint
+        being resumed or the best checkpoint at the end of training); any other saved tensor is an error."""
+        import safetensors.torch
+
+        if not self.has_adapter:
+            raise ValueError("load_trained_weights reads adapter checkpoints; this model's encoder has no adapter.")
+        heads = safetensors.torch.load_file(str(Path(directory, "model.safetensors")), device="cpu")
+        result = self.load_state_dict(heads, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("encoder.")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{directory}/model.safetensors does not match the model's heads: missing {missing[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]}.")
+        load_adapter_weights(self.encoder, Path(directory, ADAPTER_SUBFOLDER))
+
+    def merged_model(self) -> MultiTaskModel:
+        """A plain copy of this model with the adapter merged into the encoder's weights (``W + (α/r)·B A``, through
+        ``peft``'s ``merge_and_unload``), for serving without ``peft``; this model is left unchanged."""
+        if not self.has_adapter:
+            raise ValueError("merged_model() needs an encoder adapter; this model has none.")
+        config = copy.deepcopy(self.config)
+        config.encoder_adapter = None
+        merged = type(self)(config)
+        merged.encoder.load_state_dict(copy.deepcopy(self.encoder).merge_and_unload().state_dict())
+        merged.heads.load_state_dict(self.heads.state_dict())
+        merged.name_or_path = self.name_or_path
+        return merged.to(device=self.device, dtype=self.dtype)
+
+    @property
+    def has_adapter(self) -> bool:
+        """True when the shared encoder carries a ``peft`` adapter (``MultiTaskConfig.encoder_adapter``)."""
+        return self.config.encoder_adapter is not None
 
     def post_init(self) -> None:
         super().post_init()
         # Transformers collects tied weights (a seq2seq decoder's output layer ↔ its embeddings) from direct
         # children only; the heads' models sit inside ``heads``, so gather them from every sub-model.
         self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
+        if self.config.encoder_adapter is not None:
+            # A saved adapter model holds only the heads in model.safetensors; from_pretrained loads the encoder.
+            self._keys_to_ignore_on_load_missing.add(r"^encoder\.")
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
@@ -196,9 +290,13 @@ class MultiTaskModel(PreTrainedModel):
         encoder_name_or_path: str,
         tasks: Sequence[Task],
         tokenizer: PreTrainedTokenizerBase | None = None,
+        peft_config: Any | None = None,
         **config_kwargs: Any,
     ) -> MultiTaskModel:
         """Build a model around a pretrained encoder (hub id or local folder).
+
+        ``peft_config`` (a ``peft`` config such as ``LoraConfig(r=8, lora_alpha=16)``, or its dict) puts that
+        adapter on the shared encoder and freezes the encoder's own weights (:mod:`hf_mtl.adapters`).
 
         The encoder copies get its weights; each head is then warm-started from it (``TaskHead.warm_start``:
         a seq2seq decoder takes the encoder's weights, BERT2BERT-style) or freshly initialised. A seq2seq
@@ -206,6 +304,8 @@ class MultiTaskModel(PreTrainedModel):
         ``tokenizer`` (loaded from ``encoder_name_or_path`` when omitted). A given tokenizer's pad/bos/eos ids go
         into the config, as ``transformers.Trainer`` would otherwise align them with a warning.
         """
+        if peft_config is not None:  # checked before anything loads
+            config_kwargs["encoder_adapter"] = adapter_config_dict(peft_config, str(encoder_name_or_path))
         encoder = AutoModel.from_pretrained(encoder_name_or_path)
         needs_ids = any(head_class(t.kind).needs_tokenizer for t in tasks)
         if needs_ids and config_kwargs.get("decoder_token_ids") is None:
@@ -216,10 +316,15 @@ class MultiTaskModel(PreTrainedModel):
             config_kwargs = {**special_token_ids(tokenizer), **config_kwargs}
         config = MultiTaskConfig(encoder_config=encoder.config, tasks=list(tasks), **config_kwargs)
         model = cls(config)
-        for task_encoder in model.shared_encoders():
-            task_encoder.load_state_dict(encoder.state_dict())
         for head in model.heads.values():
             head.warm_start(encoder)
+        if model.has_adapter:  # the pretrained encoder itself, wrapped (the adapter's weights start fresh)
+            model.encoder = wrap_encoder(encoder, config.encoder_adapter)
+            # peft resolves defaults (e.g. the target modules of the encoder's architecture): record them.
+            config.encoder_adapter = adapter_config_dict(model.encoder.peft_config["default"], str(encoder_name_or_path))
+        else:
+            for task_encoder in model.shared_encoders():
+                task_encoder.load_state_dict(encoder.state_dict())
         return model
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -31,6 +31,7 @@ import yaml
 from transformers import AutoTokenizer, set_seed
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+from hf_mtl.adapters import AdapterArguments
 from hf_mtl.callbacks import MultiTaskDiagnosticsCallback
 from hf_mtl.data import prepare_datasets
 from hf_mtl.data.embedded import embedded_encoder_path
@@ -42,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(AdapterArguments):
+    """The encoder, its sharing and pooling, and an optional LoRA adapter on it (:class:`AdapterArguments`)."""
+
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Encoder checkpoint (hub id or folder); default: the embedded MiniLM."}
     )
@@ -158,6 +161,7 @@ def results_table(metrics: dict[str, float], tasks: list, majority: dict[str, fl
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    peft_config = model_args.peft_config()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     logger.info(
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     data = prepare_datasets(source, tokenizer, data_args.max_seq_length)
     model = MultiTaskModel.from_encoder(encoder, data.tasks, tokenizer=tokenizer, sharing=model_args.sharing,
-                                        soft_sharing_coef=model_args.soft_sharing_coef, pooling=model_args.pooling)
+                                        soft_sharing_coef=model_args.soft_sharing_coef, pooling=model_args.pooling,
+                                        peft_config=peft_config)
     trainer = MultiTaskTrainer(model, training_args, train_dataset=data.train, eval_dataset=data.validation,
                                processing_class=tokenizer, callbacks=[MultiTaskDiagnosticsCallback()])
     start = time.time()
@@ -187,6 +192,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     trainer.save_model()  # weights, tokenizer and a model card with these metrics: loads in one line
+    if model_args.save_merged_model and trainer.is_world_process_zero():
+        merged_dir = os.path.join(training_args.output_dir, "merged")
+        model.save_pretrained(merged_dir, merge_adapter=True)
+        tokenizer.save_pretrained(merged_dir)
     table = results_table(metrics, data.tasks, majority)
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "results.md"), "w", encoding="utf-8") as handle:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from hf_mtl.adapters import ADAPTER_SUBFOLDER
 from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint, resume_argument, warn_if_inexact
 from hf_mtl.run_safety import OutputDirLock, prepare_fresh_output_dir
 from hf_mtl.steps.base import StepStrategy, zero_gradients
@@ -114,9 +115,34 @@ class StepTrainer(Trainer):
             self._window_steps = self._window_skipped = 0
             return super().train(resume_from_checkpoint=resume, **kwargs)
 
-    def checkpoint_requirements(self) -> dict[str, bool]:
-        """What a checkpoint must hold to resume this run (keywords of :func:`~hf_mtl.checkpoints.checkpoint_problems`)."""
-        return {"needs_optimizer": not self.args.save_only_model}
+    def checkpoint_requirements(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume this run (keywords of :func:`~hf_mtl.checkpoints.checkpoint_problems`):
+        the optimizer unless ``save_only_model``, the encoder's adapter files when the model has one."""
+        needs: dict[str, Any] = {"needs_optimizer": not self.args.save_only_model}
+        if self._adapter_model() is not None:
+            needs["adapter_subfolder"] = ADAPTER_SUBFOLDER
+        return needs
+
+    def _adapter_model(self) -> nn.Module | None:
+        """The unwrapped model when its shared encoder carries a ``peft`` adapter (:mod:`hf_mtl.adapters`)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model if getattr(model, "has_adapter", False) else None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """An adapter model's checkpoint holds the heads and the adapter, not the frozen encoder: load both in
+        place (the Trainer's own loader would read the heads only)."""
+        target = self._adapter_model() if model is None or model is self.model else None
+        if target is None:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        target.load_trained_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        target = self._adapter_model()
+        if target is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            super()._load_best_model()
+            return
+        target.load_trained_weights(self.state.best_model_checkpoint)
 
     def _count_skipped(self, record: StepRecord) -> None:
         """Count skipped steps for the logs; stop after ``max_consecutive_skipped_steps`` in a row."""
