@@ -12,6 +12,7 @@ from transformers import TrainerControl, TrainerState
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.callbacks import HISTORY_FILE, MultiTaskDiagnosticsCallback, read_history
 from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint
+from tensor_checks import assert_close_by_norm
 
 
 def build(tmp_path, encoder_dir, tasks, data, tokenizer, **overrides):
@@ -126,3 +127,48 @@ def test_history_with_a_partly_written_last_line_resumes(tmp_path, caplog):
     history.write_text('{"kind": "tr\n' + json.dumps(good[0]) + "\n")
     with pytest.raises(ValueError, match="line 1"):  # a broken line in the middle is still an error
         read_history(history, drop_partial_last_line=True)
+
+
+def test_lora_checkpoint_holds_the_adapter_and_resumes_exactly(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                               three_task_data):
+    """Checkpoints of a LoRA model hold the heads and the adapter (no frozen encoder copy); resuming loads both
+    into a model built from another seed, and training ends where an uninterrupted run ends."""
+    peft = pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    def lora_build(path, seed, **overrides):
+        torch.manual_seed(seed)
+        model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks, peft_config=peft.LoraConfig(
+            r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False))
+        args = dict(output_dir=str(path / "out"), per_device_train_batch_size=6, max_steps=4, learning_rate=1e-2,
+                    report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="steps", save_steps=2,
+                    sampling_strategy="uniform", dataloader_num_workers=0, combiner="mgda", gradient_mode="params")
+        args.update(overrides)
+        return model, MultiTaskTrainer(model, MultiTaskTrainingArguments(**args), train_dataset=three_task_data,
+                                       processing_class=tokenizer)
+
+    straight, trainer = lora_build(tmp_path / "straight", 0, save_strategy="no")
+    initial = {n: p.detach().clone() for n, p in straight.named_parameters()}
+    trainer.train()
+    frozen = [n for n, p in straight.named_parameters() if not p.requires_grad]
+    assert frozen and all(torch.equal(initial[n], dict(straight.named_parameters())[n]) for n in frozen)
+    assert any(not torch.equal(initial[n], p) for n, p in straight.named_parameters() if "lora_" in n)
+
+    _, first = lora_build(tmp_path / "run", 0)
+    first.train()
+    checkpoint = tmp_path / "run" / "out" / "checkpoint-2"
+    assert all(key.startswith("heads.") for key in load_file(checkpoint / "model.safetensors"))
+    assert (checkpoint / "encoder" / "adapter_model.safetensors").is_file()
+
+    resumed, again = lora_build(tmp_path / "run", 1)
+    again.train(resume_from_checkpoint=str(checkpoint))
+    assert again.state.global_step == 4
+    for (name, p), (_, q) in zip(straight.named_parameters(), resumed.named_parameters(), strict=True):
+        assert_close_by_norm(q, p, name, rtol=1e-5, atol=1e-7)
+
+    truncate(checkpoint / "encoder" / "adapter_model.safetensors")
+    assert any("encoder/adapter_model.safetensors is truncated" in problem
+               for problem in checkpoint_problems(str(checkpoint), adapter_subfolder="encoder"))
+    _, broken = lora_build(tmp_path / "run", 0, max_steps=5)
+    with pytest.raises(ValueError, match="encoder/adapter_model.safetensors is truncated"):
+        broken.train(resume_from_checkpoint=str(checkpoint))

@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--lora_r", type=int, default=None, help="LoRA of this rank on the encoder (peft)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.encoder)
@@ -52,7 +53,13 @@ def main() -> None:
                                           "label_size": [len(t) % 3 for t in texts]})
         train = tokenize_shared_dataset(tasks, raw, tokenizer, 16)
     torch.manual_seed(0)
-    model = MultiTaskModel.from_encoder(args.encoder, tasks)
+    peft_config = None
+    if args.lora_r is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules=["query", "value"],
+                                 init_lora_weights=False)
+    model = MultiTaskModel.from_encoder(args.encoder, tasks, peft_config=peft_config)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     training_args = MultiTaskTrainingArguments(
         output_dir=os.path.join(args.out, "run"), per_device_train_batch_size=args.batch_size,

@@ -52,3 +52,24 @@ def test_two_processes_match_one_process_with_the_same_global_batch(mode, layout
     torch.testing.assert_close(ranks_combiner["weights"], single_combiner["weights"], rtol=1e-4, atol=1e-6)
     initial = torch.load(two / "initial.pt")
     assert any(not torch.equal(initial[n], b[n]) for n in b if n.startswith("encoder.")), "nothing trained"
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(("layout", "reference"), [("disjoint", "accumulation"), ("shared", "big_batch")])
+def test_lora_two_processes_match_one_process(layout, reference, tmp_path, tiny_encoder_dir):
+    """With a LoRA adapter on the encoder, the params-mode all-reduce carries the adapter and the heads only:
+    2 ranks ≡ 1 process, the adapter trains and the frozen encoder weights stay as loaded on every rank."""
+    pytest.importorskip("peft")
+    common = ["--encoder", tiny_encoder_dir, "--mode", "params", "--layout", layout, "--lora_r", "4"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = ["--batch_size", "4", "--accumulation", "2"] if reference == "accumulation" else ["--batch_size", "8"]
+    run([sys.executable, str(WORKER), *common, *single, "--out", str(one)], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29500 + os.getpid() % 1000), str(WORKER), *common, "--batch_size", "4", "--out", str(two)], tmp_path)
+    a, b = torch.load(one / "params.pt"), torch.load(two / "params.pt")
+    assert_same_parameters(b, a, f"lora/{layout}")
+    initial = torch.load(two / "initial.pt")
+    adapter = [n for n in b if "lora_" in n]
+    frozen = [n for n in b if n.startswith("encoder.") and "lora_" not in n]
+    assert adapter and all(not torch.equal(initial[n], b[n]) for n in adapter), "the adapter did not train"
+    assert frozen and all(torch.equal(initial[n], b[n]) for n in frozen), "a frozen encoder weight moved"
