@@ -51,8 +51,10 @@ def build_model_card(
     tags: Sequence[str] | None = None,
     language: str | list[str] | None = None,
     license: str | None = None,
+    adapter: Mapping[str, Any] | None = None,
 ) -> ModelCard:
-    """The card of a multi-task model; ``metrics`` are Trainer metrics (``eval_<task>_<metric>``)."""
+    """The card of a multi-task model; ``metrics`` are Trainer metrics (``eval_<task>_<metric>``); ``adapter`` is
+    the encoder adapter's peft config (``MultiTaskConfig.encoder_adapter``), if any."""
     per_task = task_metrics(metrics or {}, tasks)
     results = [
         EvalResult(task_type=HUB_TASK_TYPES.get(task.kind_name, "other"), task_name=task.name, dataset_type=task.name,
@@ -64,7 +66,8 @@ def build_model_card(
     data = ModelCardData(
         library_name="transformers", model_name=model_name, base_model=base_model,
         datasets=list(datasets) if datasets else None, language=language, license=license,
-        tags=["hf_mtl", "multi-task", *kinds, *(tags or [])], eval_results=results or None,
+        tags=["hf_mtl", "multi-task", *kinds, *(["peft", str(adapter.get("peft_type", "")).lower()] if adapter else []),
+              *(tags or [])], eval_results=results or None,
     )
     lines = [f"# {model_name}", "",
              "A shared encoder with one head per task, trained with `hf_mtl` "
@@ -74,7 +77,15 @@ def build_model_card(
         labels = ", ".join(task.label_names) if task.label_names else ("–" if task.num_labels in (None, 1)
                                                                          else f"{task.num_labels} classes")
         lines.append(f"| {task.name} | {task.kind_name} | {task.role.value} | {task.weight:g} | {labels} |")
-    lines += ["", f"Combiner: `{combiner}`." if combiner else "Combiner: not recorded.", "", "## Evaluation", ""]
+    lines += ["", f"Combiner: `{combiner}`." if combiner else "Combiner: not recorded.", ""]
+    if adapter:
+        targets = ", ".join(adapter.get("target_modules") or []) or "peft's default modules"
+        lines += [f"Encoder adapter: {adapter.get('peft_type')} (r = {adapter.get('r')}, alpha = {adapter.get('lora_alpha')}, "
+                  f"on {targets}) in `encoder/`, in peft's format, on the frozen base encoder "
+                  f"`{adapter.get('base_model_name_or_path')}`; `model.safetensors` holds the heads. A peft user loads "
+                  "the encoder alone with `PeftModel.from_pretrained(AutoModel.from_pretrained(BASE), "
+                  'THIS_DIRECTORY_OR_REPO, subfolder="encoder")`.', ""]
+    lines += ["## Evaluation", ""]
     if results:
         lines += ["| task | metric | value |", "| --- | --- | --- |"]
         lines += [f"| {task} | {metric} | {value:.4f} |" for task, values in per_task.items()

@@ -286,6 +286,7 @@ class MultiTaskTrainer(StepTrainer):
             model_name=model_name or os.path.basename(os.path.normpath(output_dir or self.args.output_dir)),
             base_model=finetuned_from or hub_base_model(getattr(module.config.encoder_config, "_name_or_path", None)),
             datasets=datasets_, tags=[tags] if isinstance(tags, str) else tags, language=language, license=license,
+            adapter=getattr(module.config, "encoder_adapter", None),
         )
         card.save(os.path.join(output_dir or self.args.output_dir, "README.md"))
 

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tensor_checks import assert_close_by_norm
 from transformers import TrainerControl, TrainerState
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.callbacks import HISTORY_FILE, MultiTaskDiagnosticsCallback, read_history
 from hf_mtl.checkpoints import checkpoint_problems, last_complete_checkpoint
-from tensor_checks import assert_close_by_norm
 
 
 def build(tmp_path, encoder_dir, tasks, data, tokenizer, **overrides):

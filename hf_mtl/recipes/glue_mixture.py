@@ -9,6 +9,7 @@ per-task metric table next to each task's majority-class baseline.
     python recipes/glue_mixture.py --tasks sst2,mrpc,rte --model_name_or_path bert-base-uncased \\
         --combiner mgda --output_dir out/glue                           # GLUE from the hub (online)
     python recipes/glue_mixture.py recipes/configs/embedded_mgda.yaml  # a JSON/YAML config
+    python recipes/glue_mixture.py --lora_r 8 --combiner mgda          # LoRA on the encoder (docs/adapters.md)
     hf-mtl train recipes/configs/embedded_mgda.yaml                    # the same, through the CLI
 
 ``recipes/glue_mixture.py`` is a thin wrapper around :func:`main`. Every run writes the per-step

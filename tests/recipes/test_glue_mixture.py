@@ -72,3 +72,26 @@ def test_glue_by_name_from_local_files(tmp_path, tiny_encoder_dir):
     metrics = main(["--tasks", "sst2,rte", "--glue_data_dir", str(root), "--model_name_or_path", tiny_encoder_dir,
                     "--output_dir", str(tmp_path / "out"), *TINY])
     assert "eval_rte_accuracy" in metrics and "eval_sst2_accuracy" in metrics
+
+
+def test_lora_options_train_an_adapter_and_save_peft_format_and_merged(tmp_path, tiny_encoder_dir):
+    pytest.importorskip("peft")
+    from hf_mtl import MultiTaskModel
+
+    out = tmp_path / "lora"
+    metrics = main(["--tasks", "rotten_tomatoes,debate_party", "--model_name_or_path", tiny_encoder_dir,
+                    "--combiner", "mgda", "--lora_r", "4", "--lora_target_modules", "query,key,value",
+                    "--save_merged_model", "True", "--output_dir", str(out), *TINY])
+    assert "eval_average" in metrics
+    adapter = json.loads((out / "encoder" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"], sorted(adapter["target_modules"])) == (4, 8, ["key", "query", "value"])
+    card = (out / "README.md").read_text()
+    assert "- lora" in card and "Encoder adapter: LORA (r = 4, alpha = 8, on key, query, value)" in card
+    loaded, merged = MultiTaskModel.from_pretrained(out), MultiTaskModel.from_pretrained(out / "merged")
+    assert loaded.has_adapter and not merged.has_adapter
+    text = ["A gripping, beautifully acted film."]
+    ours, theirs = loaded.predict(text), merged.predict(text)
+    assert ours.keys() == theirs.keys() == {"rotten_tomatoes", "debate_party"}
+    for task in ours:
+        assert ours[task][0]["label"] == theirs[task][0]["label"]
+        assert ours[task][0]["score"] == pytest.approx(theirs[task][0]["score"], rel=1e-4)
