@@ -97,21 +97,16 @@ class AdapterArguments:
     ``peft_config_file`` is given)."""
 
     lora_r: int | None = field(
-        default=None, metadata={"help": "LoRA rank r on the shared encoder (its own weights frozen; heads trained). "
-                                        "Default: no adapter, the whole encoder is trained."})
+        default=None, metadata={"help": "LoRA rank on the shared encoder (its weights frozen); none: train it all."})
     lora_alpha: float | None = field(
-        default=None, metadata={"help": "LoRA scaling alpha (the update is alpha/r · B A); default 2·r."})
+        default=None, metadata={"help": "LoRA alpha (update alpha/r · B A); default 2·r."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch's input."})
     lora_target_modules: str | None = field(
-        default=None, metadata={"help": "Comma-separated names of the encoder modules that get LoRA, e.g. "
-                                        "query,key,value,dense; default: peft's choice for the architecture "
-                                        "(query,value for BERT)."})
+        default=None, metadata={"help": "Encoder modules with LoRA, e.g. query,value (peft's default for BERT)."})
     peft_config_file: str | None = field(
-        default=None, metadata={"help": "A peft adapter config (adapter_config.json, or a folder holding one) "
-                                        "instead of the --lora_* options."})
+        default=None, metadata={"help": "A peft config JSON (or its folder) instead of the --lora_* options."})
     save_merged_model: bool = field(
-        default=False, metadata={"help": "Also save a copy with the adapter merged into the encoder (no peft "
-                                         "needed to load it) in OUTPUT_DIR/merged."})
+        default=False, metadata={"help": "Also save a merged copy (loads without peft) in OUTPUT_DIR/merged."})
 
     def peft_config(self) -> PeftConfig | None:
         """The ``peft`` config these options describe, or ``None`` for no adapter."""

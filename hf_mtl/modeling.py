@@ -281,7 +281,7 @@ class MultiTaskModel(PreTrainedModel):
         self.all_tied_weights_keys = self.get_expanded_tied_weights_keys(all_submodels=True)
         if self.config.encoder_adapter is not None:
             # A saved adapter model holds only the heads in model.safetensors; from_pretrained loads the encoder.
-            self._keys_to_ignore_on_load_missing.add(r"^encoder\.")
+            self._keys_to_ignore_on_load_missing = {*(self._keys_to_ignore_on_load_missing or ()), r"^encoder\."}
 
     # --- construction -------------------------------------------------------------------------------
     @classmethod
