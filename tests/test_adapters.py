@@ -213,3 +213,17 @@ def test_adapter_arguments_build_the_peft_config(tmp_path):
     with pytest.raises(ValueError, match="virtual tokens"):
         MultiTaskModel.from_encoder("unused", tasks(), peft_config=peft.PromptTuningConfig(
             task_type="FEATURE_EXTRACTION", num_virtual_tokens=4))
+
+
+def test_gradient_checkpointing_keeps_the_adapter_gradients(tiny_encoder_dir, tokenizer):
+    """The frozen embeddings' output needs no gradient; checkpointed layers must still pass one to the adapter."""
+    batch = disjoint_batch(tokenizer)
+    grads = []
+    for checkpointing in (False, True):
+        model = lora_model(tiny_encoder_dir)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        model(**batch).loss.backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.shared_parameters()]))
+    assert_close_by_norm(grads[1], grads[0], "adapter gradient with checkpointing", rtol=1e-5)
