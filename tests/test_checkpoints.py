@@ -172,3 +172,33 @@ def test_lora_checkpoint_holds_the_adapter_and_resumes_exactly(tmp_path, tiny_en
     _, broken = lora_build(tmp_path / "run", 0, max_steps=5)
     with pytest.raises(ValueError, match="encoder/adapter_model.safetensors is truncated"):
         broken.train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_lora_best_model_at_end_loads_the_best_checkpoints_adapter(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                                  three_task_data):
+    peft = pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks, peft_config=peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False))
+    # greater_is_better on the loss: the best checkpoint is the earlier one, so loading it moves the weights back.
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=6, max_steps=4, learning_rate=1e-2,
+        report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="steps", save_steps=2, eval_strategy="steps",
+        eval_steps=2, load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=True,
+        sampling_strategy="uniform", dataloader_num_workers=0, combiner="mgda")
+    trainer = MultiTaskTrainer(model, args, train_dataset=three_task_data, eval_dataset=three_task_data,
+                               processing_class=tokenizer)
+    trainer.train()
+    best = tmp_path / "out" / "checkpoint-2"
+    assert trainer.state.best_model_checkpoint == str(best)
+    saved = load_file(best / "encoder" / "adapter_model.safetensors")
+    current = peft.get_peft_model_state_dict(model.encoder)
+    last = load_file(tmp_path / "out" / "checkpoint-4" / "encoder" / "adapter_model.safetensors")
+    assert saved.keys() == current.keys() and any(not torch.equal(saved[k], last[k]) for k in saved)
+    for key in saved:
+        assert_close_by_norm(current[key], saved[key], key, rtol=0, atol=0)
+    heads = load_file(best / "model.safetensors")
+    for key, value in heads.items():
+        assert_close_by_norm(model.state_dict()[key], value, key, rtol=0, atol=0)
