@@ -16,9 +16,9 @@ combination; not the optimizer step, which is the same for all) is timed interle
 
 Under ``torchrun`` (``--nproc_per_node W``) every rank runs the same steps on its own batch and the rows are
 the distributed ones: ``plain`` is the local step plus the one all-reduce of every gradient that DDP does,
-``params`` reduce-scatters the per-task gradients and all-reduces the K×K Gram (``shard_task_gradients``,
-the default), ``params_allreduce`` all-reduces the K×P buffer whole; ``elements_sent`` counts what one rank
-sends per step (ring algorithm).
+``params_sharded`` reduce-scatters the per-task gradients and all-reduces the K×K Gram
+(``shard_task_gradients=True``), ``params_allreduce`` all-reduces the K×P buffer whole; ``elements_sent``
+counts what one rank sends per step (ring algorithm).
 
 Peak memory (MiB) is what two steps of one method add to a fresh process that has built the model and the
 batch: the peak resident set above the set-up state (CPU, Linux: ``/proc/self/clear_refs`` resets the peak),
@@ -51,7 +51,7 @@ from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
 from hf_mtl.gradients import average_gradients_over_ranks, distributed
 
 METHODS = ("plain", "params", "encoder_output", "autograd_floor", "torchjd_mgda", "torchjd_upgrad")
-DISTRIBUTED_METHODS = ("plain", "params", "params_allreduce")
+DISTRIBUTED_METHODS = ("plain", "params_sharded", "params_allreduce")
 
 
 def make_batch(tokenizer: Any, layout: str, num_tasks: int, batch_size: int, seq_len: int,
@@ -89,10 +89,10 @@ class Bench:
         common = dict(output_dir=output_dir, report_to=[], use_cpu=device.type == "cpu", disable_tqdm=True,
                       per_device_train_batch_size=batch_size)
         self.plain = Trainer(self.model, TrainingArguments(**common))
-        variants = {"params": ("params", True), "encoder_output": ("encoder_output", True),
-                    "params_allreduce": ("params", False)}
+        variants = {"params": ("params", None), "encoder_output": ("encoder_output", None),
+                    "params_sharded": ("params", True), "params_allreduce": ("params", False)}
         if baseline_ref:
-            variants[f"params@{baseline_ref}"] = ("params", True)
+            variants[f"params@{baseline_ref}"] = ("params", None)
         self.engines = {
             name: MultiTaskTrainer(self.model, MultiTaskTrainingArguments(**common, combiner="mgda", gradient_mode=mode,
                                                                           shard_task_gradients=shard),

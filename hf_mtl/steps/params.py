@@ -33,8 +33,9 @@ class ParamsStep(StepStrategy):
         if self.context.engine is not None:
             raise ValueError(
                 f"gradient_mode='params' is not supported under {self.context.engine}: per-task gradient buffers need "
-                "whole, unsharded parameters. Use gradient_mode='encoder_output' (its final backward is a plain backward "
-                "any engine runs) or a loss-based combiner."
+                "whole parameters on every rank. Use DDP (torchrun / accelerate multi-GPU; the buffer is then sharded "
+                "across ranks itself, see shard_task_gradients), gradient_mode='encoder_output' (its final backward is "
+                "a plain backward any engine runs) or a loss-based combiner."
             )
         self._buffer: TaskGradientBuffer | None = None  # K×P, allocated at the first step
         self._loss_sum = torch.zeros(self.context.num_tasks, dtype=torch.float64)

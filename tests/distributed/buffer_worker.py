@@ -73,7 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
-    results = {"sharded": run(True), "all_reduce": run(False), "expected_jacobian": expected_jacobian(2)}
+    results = {"sharded": run(True), "all_reduce": run(False), "expected_jacobian": expected_jacobian(2),
+               "default_shard": TaskGradientBuffer([torch.nn.Parameter(torch.zeros(2))], 1).sharded}
     torch.save(results, os.path.join(args.out, f"rank{dist.get_rank()}.pt"))
     dist.destroy_process_group()
 

@@ -25,8 +25,10 @@ def run(cmd: list[str], cwd: Path) -> None:
 @pytest.mark.parametrize(("mode", "layout", "reference", "combiner"), [
     ("params", "disjoint", "accumulation", "inverse_norm"),
     ("params", "shared", "big_batch", "inverse_norm"),
-    # shard_task_gradients=False: the whole K×P buffer all-reduced (the sharded path is the default above).
-    ("params_unsharded", "disjoint", "accumulation", "inverse_norm"),
+    # shard_task_gradients=True: the K×P buffer reduce-scattered (the default on gloo is the whole all-reduce).
+    ("params_sharded", "disjoint", "accumulation", "inverse_norm"),
+    ("params_sharded", "shared", "big_batch", "inverse_norm"),
+    ("params_sharded", "disjoint", "accumulation", "pcgrad"),
     ("encoder_output", "shared", "big_batch", "inverse_norm"),
     ("encoder_output", "shared", "accumulation", "inverse_norm"),
     # Stateful combiners: one call per optimizer step on every rank, with the step's all-reduced Gram/losses.
@@ -40,8 +42,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(mode, layout
                                                                     tiny_encoder_dir):
     """2 ranks × batch B ≡ 1 process × (batch B, accumulation 2) ≡ 1 process × batch 2B, parameters and
     combiner state alike."""
-    shard = "False" if mode.endswith("_unsharded") else "True"
-    mode = mode.removesuffix("_unsharded")
+    shard = "True" if mode.endswith("_sharded") else "auto"
+    mode = mode.removesuffix("_sharded")
     common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout, "--combiner", combiner,
               "--shard_task_gradients", shard]
     one, two = tmp_path / "one", tmp_path / "two"

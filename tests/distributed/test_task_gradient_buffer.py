@@ -57,6 +57,12 @@ def test_reduction_matches_the_averaged_gradients(results, path):
 
 
 @pytest.mark.distributed
+def test_gloo_defaults_to_the_whole_all_reduce(results):
+    """gloo's reduce-scatter is slower than its all-reduce (hf_mtl.gradients.default_sharding): not the default."""
+    assert [r["default_shard"] for r in results] == [False, False]
+
+
+@pytest.mark.distributed
 def test_sharded_reduction_sends_fewer_elements(results):
     """Elements one rank sends per step (ring algorithm): reduce-scatter K·P' + all-reduce of the K×K Gram,
     flags and head gradients + all-gather P' (P' = P padded to a multiple of W), against an all-reduce of
