@@ -10,6 +10,8 @@ combination; not the optimizer step, which is the same for all) is timed interle
 * ``params``           — per-task gradients of the encoder, Gram, MGDA, combined ``.grad``;
 * ``encoder_output``   — Gram of ``∂L_k/∂z``, MGDA, one backward of ``Σ w_k L_k``;
 * ``autograd_floor``   — shared input only: one forward + K ``autograd.grad`` calls, nothing else;
+* ``autograd_batched`` — shared input only: one forward, the K cotangents ``∂L_k/∂z``, one vectorised
+  backward of all K through the encoder (``is_grads_batched``, vmap), nothing else;
 * ``torchjd_mgda`` / ``torchjd_upgrad`` — TorchJD's ``mtl_backward`` + ``jac_to_grad`` on the same work;
 * ``params@REF``       — with ``--baseline_ref REF``: ``params`` with the ``TaskGradientBuffer`` of git revision
   ``REF`` (before/after comparisons of the buffer in one run).
@@ -50,7 +52,8 @@ from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments,
 from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
 from hf_mtl.gradients import average_gradients_over_ranks, distributed
 
-METHODS = ("plain", "params", "encoder_output", "autograd_floor", "torchjd_mgda", "torchjd_upgrad")
+METHODS = ("plain", "params", "encoder_output", "autograd_floor", "autograd_batched", "torchjd_mgda",
+           "torchjd_upgrad")
 DISTRIBUTED_METHODS = ("plain", "params_sharded", "params_allreduce")
 
 
@@ -120,6 +123,8 @@ class Bench:
             return lambda: self.engines[method].training_step(model, self.batch)
         if method == "autograd_floor":
             return self._autograd_floor
+        if method == "autograd_batched":
+            return self._autograd_batched
         return lambda: self._torchjd(method.removeprefix("torchjd_"))
 
     def _plain(self) -> None:
@@ -148,6 +153,14 @@ class Bench:
         for k, loss in enumerate(losses):
             torch.autograd.grad(loss, shared + model.task_specific_parameters(self.tasks[k].name),
                                 retain_graph=k < len(losses) - 1, allow_unused=True)
+
+    def _autograd_batched(self) -> None:
+        model = self.model
+        model.train()
+        losses, (z,) = self._losses_and_features()
+        cotangents = torch.stack([torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in losses])
+        torch.autograd.grad(z, model.shared_parameters(), grad_outputs=cotangents, is_grads_batched=True,
+                            allow_unused=True)
 
     def _torchjd(self, aggregator_name: str) -> None:
         from torchjd.aggregation import MGDA, UPGrad
@@ -207,10 +220,13 @@ def synchronize() -> None:
 def methods_for(layout: str, args: argparse.Namespace) -> list[str]:
     if distributed():
         return list(DISTRIBUTED_METHODS)
-    methods = [m for m in METHODS if layout == "shared" or m != "autograd_floor"]
+    methods = [m for m in METHODS if layout == "shared" or not m.startswith("autograd_")]
     if args.baseline_ref:
         methods.insert(2, f"params@{args.baseline_ref}")
-    return [m for m in methods if not (args.skip_torchjd and m.startswith("torchjd_"))]
+    methods = [m for m in methods if not (args.skip_torchjd and m.startswith("torchjd_"))]
+    if args.methods:
+        methods = ["plain", *(m for m in methods if m in args.methods.split(",") and m != "plain")]
+    return methods
 
 
 def elements_sent(bench: Bench, method: str) -> int | None:
@@ -308,6 +324,7 @@ def main() -> None:
     parser.add_argument("--seq_len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip_torchjd", action="store_true")
+    parser.add_argument("--methods", help="comma-separated subset of the methods (plain is always timed)")
     parser.add_argument("--no_memory", action="store_true")
     parser.add_argument("--baseline_ref", help="also time params with the TaskGradientBuffer of this git revision")
     parser.add_argument("--json", help="write the rows to this file")
