@@ -10,21 +10,34 @@ combination; not the optimizer step, which is the same for all) is timed interle
 * ``params``           — per-task gradients of the encoder, Gram, MGDA, combined ``.grad``;
 * ``encoder_output``   — Gram of ``∂L_k/∂z``, MGDA, one backward of ``Σ w_k L_k``;
 * ``autograd_floor``   — shared input only: one forward + K ``autograd.grad`` calls, nothing else;
-* ``torchjd_mgda`` / ``torchjd_upgrad`` — TorchJD's ``mtl_backward`` + ``jac_to_grad`` on the same work.
+* ``autograd_batched`` — shared input only: one forward, the K cotangents ``∂L_k/∂z``, one vectorised
+  backward of all K through the encoder (``is_grads_batched``, vmap), nothing else;
+* ``torchjd_mgda`` / ``torchjd_upgrad`` — TorchJD's ``mtl_backward`` + ``jac_to_grad`` on the same work;
+* ``params@REF``       — with ``--baseline_ref REF``: ``params`` with the ``TaskGradientBuffer`` of git revision
+  ``REF`` (before/after comparisons of the buffer in one run).
 
-Peak memory (MiB) is the peak resident set of a fresh process running that one method, minus the peak
-of a process that only builds the model and batch (CPU), or ``torch.cuda.max_memory_allocated`` (GPU).
+Under ``torchrun`` (``--nproc_per_node W``) every rank runs the same steps on its own batch and the rows are
+the distributed ones: ``plain`` is the local step plus the one all-reduce of every gradient that DDP does,
+``params_sharded`` reduce-scatters the per-task gradients and all-reduces the K×K Gram
+(``shard_task_gradients=True``), ``params_allreduce`` all-reduces the K×P buffer whole; ``elements_sent``
+counts what one rank sends per step (ring algorithm).
+
+Peak memory (MiB) is what two steps of one method add to a fresh process that has built the model and the
+batch: the peak resident set above the set-up state (CPU, Linux: ``/proc/self/clear_refs`` resets the peak),
+or ``torch.cuda.max_memory_allocated`` above the allocated set-up (GPU); ``buffer_mb`` is the K×P buffer's
+share of it.
 
     python benchmarks/step_overhead.py --quick              # < 60 s on 2 cores
     python benchmarks/step_overhead.py --json results.json  # full table
+    torchrun --nproc_per_node 2 benchmarks/step_overhead.py --json results_ddp.json
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,8 +50,11 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
 from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
+from hf_mtl.gradients import average_gradients_over_ranks, distributed
 
-METHODS = ("plain", "params", "encoder_output", "autograd_floor", "torchjd_mgda", "torchjd_upgrad")
+METHODS = ("plain", "params", "encoder_output", "autograd_floor", "autograd_batched", "torchjd_mgda",
+           "torchjd_upgrad")
+DISTRIBUTED_METHODS = ("plain", "params_sharded", "params_allreduce")
 
 
 def make_batch(tokenizer: Any, layout: str, num_tasks: int, batch_size: int, seq_len: int,
@@ -67,7 +83,7 @@ class Bench:
     """One model and batch; a step function per method, each leaving the summed-or-combined ``.grad``."""
 
     def __init__(self, layout: str, num_tasks: int, batch_size: int, seq_len: int, device: torch.device,
-                 output_dir: str) -> None:
+                 output_dir: str, baseline_ref: str | None = None) -> None:
         encoder = embedded_encoder_path()
         tokenizer = AutoTokenizer.from_pretrained(encoder)
         self.tasks, self.batch = make_batch(tokenizer, layout, num_tasks, batch_size, seq_len, device)
@@ -76,25 +92,44 @@ class Bench:
         common = dict(output_dir=output_dir, report_to=[], use_cpu=device.type == "cpu", disable_tqdm=True,
                       per_device_train_batch_size=batch_size)
         self.plain = Trainer(self.model, TrainingArguments(**common))
+        variants = {"params": ("params", None), "encoder_output": ("encoder_output", None),
+                    "params_sharded": ("params", True), "params_allreduce": ("params", False)}
+        if baseline_ref:
+            variants[f"params@{baseline_ref}"] = ("params", None)
         self.engines = {
-            mode: MultiTaskTrainer(self.model, MultiTaskTrainingArguments(**common, combiner="mgda",
-                                                                          gradient_mode=mode),
+            name: MultiTaskTrainer(self.model, MultiTaskTrainingArguments(**common, combiner="mgda", gradient_mode=mode,
+                                                                          shard_task_gradients=shard),
                                    processing_class=tokenizer)
-            for mode in ("params", "encoder_output")
+            for name, (mode, shard) in variants.items()
         }
+        if baseline_ref:
+            strategy = self.engines[f"params@{baseline_ref}"].step_strategy
+            strategy._buffer = baseline_buffer(baseline_ref)(self.model.shared_parameters(), num_tasks)
         for trainer in [self.plain, *self.engines.values()]:
             trainer.current_gradient_accumulation_steps = 1
         self.layout = layout
 
+    def buffer_mb(self, method: str) -> float | None:
+        """The K×P buffer of a ``params`` method (MiB), after it has run once."""
+        engine = self.engines.get(method)
+        buffer = getattr(engine.step_strategy, "buffer", None) if engine is not None else None
+        return None if buffer is None else round(buffer.nbytes / 2**20, 1)
+
     def step(self, method: str) -> Callable[[], None]:
         model = self.model
         if method == "plain":
-            return lambda: self.plain.training_step(model, self.batch)
+            return self._plain
         if method in self.engines:
             return lambda: self.engines[method].training_step(model, self.batch)
         if method == "autograd_floor":
             return self._autograd_floor
+        if method == "autograd_batched":
+            return self._autograd_batched
         return lambda: self._torchjd(method.removeprefix("torchjd_"))
+
+    def _plain(self) -> None:
+        self.plain.training_step(self.model, self.batch)
+        average_gradients_over_ranks([p for p in self.model.parameters() if p.requires_grad])  # DDP's all-reduce
 
     def _losses_and_features(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         model = self.model
@@ -119,6 +154,14 @@ class Bench:
             torch.autograd.grad(loss, shared + model.task_specific_parameters(self.tasks[k].name),
                                 retain_graph=k < len(losses) - 1, allow_unused=True)
 
+    def _autograd_batched(self) -> None:
+        model = self.model
+        model.train()
+        losses, (z,) = self._losses_and_features()
+        cotangents = torch.stack([torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in losses])
+        torch.autograd.grad(z, model.shared_parameters(), grad_outputs=cotangents, is_grads_batched=True,
+                            allow_unused=True)
+
     def _torchjd(self, aggregator_name: str) -> None:
         from torchjd.aggregation import MGDA, UPGrad
         from torchjd.autojac import jac_to_grad, mtl_backward
@@ -142,19 +185,64 @@ class Bench:
         return time.perf_counter() - start
 
 
+def baseline_buffer(ref: str) -> type:
+    """``TaskGradientBuffer`` as of git revision ``ref``, adapted to today's calls (``reduce``)."""
+    import importlib.util
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "show", f"{ref}:hf_mtl/gradients.py"], cwd=root, capture_output=True, text=True,
+                            check=True).stdout
+    path = os.path.join(tempfile.mkdtemp(), "baseline_gradients.py")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(source)
+    spec = importlib.util.spec_from_file_location("baseline_gradients", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class Baseline(module.TaskGradientBuffer):
+        def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
+            reduce = getattr(super(), "reduce", None) or super().all_reduce_with
+            return reduce(extra)
+
+        @property
+        def nbytes(self) -> int:
+            return self.jacobian.numel() * self.jacobian.element_size()
+
+    return Baseline
+
+
 def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def methods_for(layout: str, skip_torchjd: bool) -> list[str]:
-    methods = [m for m in METHODS if layout == "shared" or m != "autograd_floor"]
-    return [m for m in methods if not (skip_torchjd and m.startswith("torchjd_"))]
+def methods_for(layout: str, args: argparse.Namespace) -> list[str]:
+    if distributed():
+        return list(DISTRIBUTED_METHODS)
+    methods = [m for m in METHODS if layout == "shared" or not m.startswith("autograd_")]
+    if args.baseline_ref:
+        methods.insert(2, f"params@{args.baseline_ref}")
+    methods = [m for m in methods if not (args.skip_torchjd and m.startswith("torchjd_"))]
+    if args.methods:
+        methods = ["plain", *(m for m in methods if m in args.methods.split(",") and m != "plain")]
+    return methods
+
+
+def elements_sent(bench: Bench, method: str) -> int | None:
+    """Elements one rank sends per step (ring algorithm): DDP's all-reduce of every gradient, or the buffer's."""
+    if not distributed():
+        return None
+    world = torch.distributed.get_world_size()
+    if method == "plain":
+        numel = sum(p.numel() for p in bench.model.parameters() if p.requires_grad) + len(list(bench.model.parameters()))
+        return 2 * numel * (world - 1) // world
+    return bench.engines[method].step_strategy.buffer.elements_sent
 
 
 def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    bench = Bench(layout, num_tasks, args.batch_size, args.seq_len, device, args.output_dir)
-    methods = methods_for(layout, args.skip_torchjd)
+    bench = Bench(layout, num_tasks, args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref)
+    methods = methods_for(layout, args)
     for method in methods:  # warm-up
         bench.run_once(method)
     ratios: dict[str, list[float]] = {m: [] for m in methods}
@@ -165,37 +253,66 @@ def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: t
             ratios[m].append(times[m] / times["plain"])
             seconds[m].append(times[m])
     rows = []
+    processes = torch.distributed.get_world_size() if distributed() else 1
     for m in methods:
-        rows.append({"mode": m, "layout": layout, "tasks": num_tasks,
+        rows.append({"mode": m, "layout": layout, "tasks": num_tasks, "processes": processes,
                      "ratio_vs_plain": round(statistics.median(ratios[m]), 3),
-                     "step_ms": round(1000 * statistics.median(seconds[m]), 1), "peak_mem_mb": None})
+                     "step_ms": round(1000 * statistics.median(seconds[m]), 1), "peak_mem_mb": None,
+                     "buffer_mb": bench.buffer_mb(m), "elements_sent": elements_sent(bench, m)})
     return rows
 
 
-def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespace) -> float:
-    """Peak memory of one method in a fresh process, minus the set-up-only baseline (MiB)."""
-    def measure(m: str) -> float:
-        cmd = [sys.executable, __file__, "--_memory_probe", f"{layout},{num_tasks},{m}",
-               "--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len), "--output_dir", args.output_dir]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        return float(out.stdout.strip().splitlines()[-1])
+def peak_memory(layout: str, num_tasks: int, methods: list[str], args: argparse.Namespace) -> dict[str, float]:
+    """Each method's peak memory above its set-up state, in a fresh process per method (MiB); under
+    ``torchrun`` the probe is launched on as many processes (rank 0's figure)."""
+    world = torch.distributed.get_world_size() if distributed() else 1
 
-    return round(measure(method) - measure("setup"), 1)
+    def measure(m: str) -> float:
+        launcher = [sys.executable] if world == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world)]
+        cmd = [*launcher, __file__, "--_memory_probe", f"{layout},{num_tasks},{m}", "--batch_size",
+               str(args.batch_size), "--seq_len", str(args.seq_len), "--output_dir", args.output_dir]
+        if args.baseline_ref:
+            cmd += ["--baseline_ref", args.baseline_ref]
+        launched = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+                    "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+        env = {k: v for k, v in os.environ.items() if k not in launched}
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+        return float([line for line in out.stdout.splitlines() if line.startswith("peak ")][-1].split()[1])
+
+    return {m: round(measure(m), 1) for m in methods}
+
+
+def process_memory_kib(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` (peak resident set) of this process from ``/proc/self/status`` (Linux)."""
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}: the CPU memory probe needs Linux.")
 
 
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
+    """Print the peak memory of two steps of one method above the state right after set-up (MiB): the peak
+    resident set, reset through ``/proc/self/clear_refs`` (CPU), or ``max_memory_allocated`` (GPU)."""
     layout, num_tasks, method = spec.split(",")
-    bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir)
+    bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref)
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    if method != "setup":
-        for _ in range(2):
-            bench.run_once(method)
-    if device.type == "cuda":
-        print((torch.cuda.max_memory_allocated() - base) / 2**20 if method != "setup" else 0.0)
     else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        base = process_memory_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")  # resets VmHWM to the current resident set
+    for _ in range(2):
+        bench.run_once(method)
+    if distributed() and torch.distributed.get_rank() != 0:
+        return
+    if device.type == "cuda":
+        print("peak", (torch.cuda.max_memory_allocated() - base) / 2**20)
+    else:
+        print("peak", (process_memory_kib("VmHWM") - base) / 1024)
 
 
 def main() -> None:
@@ -207,7 +324,9 @@ def main() -> None:
     parser.add_argument("--seq_len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip_torchjd", action="store_true")
+    parser.add_argument("--methods", help="comma-separated subset of the methods (plain is always timed)")
     parser.add_argument("--no_memory", action="store_true")
+    parser.add_argument("--baseline_ref", help="also time params with the TaskGradientBuffer of this git revision")
     parser.add_argument("--json", help="write the rows to this file")
     parser.add_argument("--output_dir", default=os.path.join("outputs", "bench_step_overhead"))
     parser.add_argument("--_memory_probe", help=argparse.SUPPRESS)
@@ -222,22 +341,36 @@ def main() -> None:
     for layout in args.layouts.split(","):
         for num_tasks in (int(k) for k in args.tasks.split(",")):
             config_rows = time_config(layout, num_tasks, args, device)
-            if not args.no_memory:
+            main_process = not distributed() or torch.distributed.get_rank() == 0
+            if not args.no_memory and main_process:
+                peaks = peak_memory(layout, num_tasks, [row["mode"] for row in config_rows], args)
                 for row in config_rows:
-                    row["peak_mem_mb"] = peak_memory(layout, num_tasks, row["mode"], args)
+                    row["peak_mem_mb"] = peaks[row["mode"]]
+            if distributed():
+                torch.distributed.barrier()
             rows.extend(config_rows)
-            for row in config_rows:
-                print(f"{row['layout']:>8} K={row['tasks']:<2} {row['mode']:<15} ratio {row['ratio_vs_plain']:>6.3f}"
-                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB", flush=True)
+            for row in config_rows if main_process else []:
+                print(f"{row['layout']:>8} K={row['tasks']:<2} {row['mode']:<16} ratio {row['ratio_vs_plain']:>6.3f}"
+                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB  buffer {row['buffer_mb']} MiB"
+                      f"  sent {row['elements_sent']}", flush=True)
+    if distributed() and torch.distributed.get_rank() != 0:
+        return
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    print(f"\nDevice: {device_name}; batch {args.batch_size} × {args.seq_len} tokens; median of {args.repeats}.")
-    print("| layout | K | mode | ratio vs plain | step ms | peak MiB |\n| --- | --- | --- | --- | --- | --- |")
+    processes = rows[0]["processes"] if rows else 1
+    print(f"\nDevice: {device_name}; {processes} process(es); batch {args.batch_size} × {args.seq_len} tokens per "
+          f"process; median of {args.repeats}.")
+    print("| layout | K | mode | ratio vs plain | step ms | peak MiB | buffer MiB | elements sent |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['layout']} | {row['tasks']} | {row['mode']} | {row['ratio_vs_plain']:.3f} | {row['step_ms']} "
-              f"| {row['peak_mem_mb'] if row['peak_mem_mb'] is not None else '-'} |")
+              f"| {dash(row['peak_mem_mb'])} | {dash(row['buffer_mb'])} | {dash(row['elements_sent'])} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1)
+
+
+def dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 The step strategies (:mod:`hf_mtl.steps`) delegate here. Two sources of per-task gradients (docs/architecture.md):
 
 * :class:`TaskGradientBuffer` — ``params`` mode: the gradients of the shared encoder parameters, one flat
-  row per task (``J``, K×P), accumulated over gradient-accumulation micro-batches and all-reduced across
-  ranks in a single collective together with the task-specific (head) gradients. ``G = J Jᵀ`` is one
-  matmul and the update ``w @ J`` is written into ``.grad``.
+  row per task (``J``, K×P), accumulated over gradient-accumulation micro-batches. Across ranks ``J`` is
+  reduce-scattered (each rank owns P/W columns of every row), each rank forms the Gram of its columns, and one
+  small all-reduce carries the K×K Gram with the task-specific (head) gradients; the update ``w @ J`` is
+  combined column-wise and all-gathered into ``.grad`` (or ``J`` is all-reduced whole with ``shard=False``).
+  ``G = J Jᵀ`` is summed block by block in float64 (:func:`blocked_gram`).
 * :func:`representation_gram` — ``encoder_output`` mode: ``G_ij = <∂L_i/∂z, ∂L_j/∂z>`` with ``z`` the
   shared encoder output flattened over batch, tokens and hidden (the MGDA-UB bound of Sener & Koltun
   2018); only the heads are differentiated, then one ordinary backward of ``Σ w_k L_k`` follows.
@@ -28,91 +30,256 @@ def _flat_numel(params: Sequence[torch.Tensor]) -> int:
     return sum(p.numel() for p in params)
 
 
-class TaskGradientBuffer:
-    """``J`` (K × P): per-task gradients of the shared parameters, accumulated over micro-batches."""
+GRAM_BLOCK = 32768
 
-    def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int) -> None:
+
+def blocked_gram(rows: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
+    """``rows rowsᵀ`` (K×K, float64) summed block by block.
+
+    One float32 matmul over a long row accumulates its N products in long running sums: for 3 rows of
+    4·10⁶ columns its relative error was 6e-5 against 6e-8 here (``tests/test_gradients.py``), and a MiniLM
+    encoder has 2.3·10⁷. Here each block of ``block`` columns is one batched matmul and the blocks are summed
+    in float64.
+    """
+    k, n = rows.shape
+    full = n // block * block
+    gram = torch.zeros(k, k, dtype=torch.float64, device=rows.device)
+    if full:
+        blocks = rows[:, :full].view(k, full // block, block).transpose(0, 1)  # (N/b, K, b), no copy
+        gram += torch.bmm(blocks, blocks.transpose(1, 2)).sum(0, dtype=torch.float64)
+    if full < n:
+        tail = rows[:, full:]
+        gram += (tail @ tail.T).double()
+    return gram
+
+
+def default_sharding() -> bool:
+    """Shard the per-task gradients across ranks by default on NCCL only. On gloo (CPU, torch 2.13) the
+    reduce-scatter costs more than the all-reduce it replaces: for 9.1·10⁷ float32 on 2 processes 3.2 s and
+    +346 MiB of temporary memory, against 1.3 s and +4 MiB (``benchmarks/collectives.py``, docs/launch.md)."""
+    return distributed() and dist.get_backend() == "nccl"
+
+
+def _column_segments(params: Sequence[torch.Tensor], width: int) -> list[list[tuple[int, int, int, int]]]:
+    """Per parameter, where its flat gradient lands in a (W, K, S) buffer: ``(block, column in block, start in
+    the parameter, length)`` pieces, split where the parameter crosses a block boundary."""
+    segments, offset = [], 0
+    for param in params:
+        n, pieces, start = param.numel(), [], 0
+        while start < n:
+            block, column = divmod(offset + start, width)
+            length = min(n - start, width - column)
+            pieces.append((block, column, start, length))
+            start += length
+        segments.append(pieces)
+        offset += n
+    return segments
+
+
+def _ring_elements(kind: str, numel: int, world: int) -> int:
+    """Elements one rank sends in a ring collective over ``numel`` elements (the whole tensor, not a rank's
+    part): all-reduce ``2n(W−1)/W``, reduce-scatter and all-gather ``n(W−1)/W``."""
+    factor = 2 if kind == "all_reduce" else 1
+    return factor * numel * (world - 1) // world
+
+
+class TaskGradientBuffer:
+    """``J`` (K × P): per-task gradients of the shared parameters, accumulated over micro-batches.
+
+    Args:
+        shared_params: the shared parameters, in a fixed order (the columns of ``J``).
+        num_tasks: K.
+        shard: across ranks, reduce-scatter ``J`` so that each rank owns ``P/W`` columns of every row, form
+            the partial Gram on them, all-reduce only the K×K Gram and all-gather the combined update
+            (elements sent per rank ≈ ``(K+1)·P`` instead of ``2·K·P``; the Gram and combination work is
+            split W ways). ``False`` all-reduces the whole ``J`` and every rank repeats the Gram. ``None``:
+            :func:`default_sharding` (on with NCCL, off with gloo).
+    """
+
+    def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int, shard: bool | None = None) -> None:
         if not shared_params:
             raise ValueError("No shared parameters: per-task gradient combination needs a shared encoder.")
         self.params = list(shared_params)
+        self.numel = _flat_numel(self.params)
+        self.world = dist.get_world_size() if distributed() else 1
+        self.shard = default_sharding() if shard is None else shard
+        chunks = self.world if self.sharded else 1
+        width = -(-self.numel // chunks)  # S columns per rank (sharded: P padded to W·S)
+        self.columns = chunks * width
         first = self.params[0]
-        self.jacobian = torch.empty(num_tasks, _flat_numel(self.params), device=first.device, dtype=torch.float32)
+        # (W, K, S): rank r's columns of every row are one contiguous block, so the reduce-scatter sends the
+        # buffer itself. Unsharded W = 1: J is ``_storage[0]``.
+        self._storage = torch.empty(chunks, num_tasks, width, device=first.device, dtype=torch.float32)
+        if self.columns > self.numel:
+            self._storage[-1, :, self.numel - (chunks - 1) * width:].zero_()  # the padding stays zero
+        self._segments = _column_segments(self.params, width)
         # A row is written (copy) by its first micro-batch and accumulated (add) after: no zeroing pass.
         self.seen = torch.zeros(num_tasks, dtype=torch.bool)
         self.touched = [False] * len(self.params)
+        self._owned: torch.Tensor | None = None  # after reduce(): the columns this rank holds, all ranks summed
+        self._gram: torch.Tensor | None = None
+        self.elements_sent = 0  # by this rank in the last step's collectives (ring algorithm count)
 
     @property
     def num_tasks(self) -> int:
-        return self.jacobian.shape[0]
+        return self._storage.shape[1]
+
+    @property
+    def jacobian(self) -> torch.Tensor:
+        """This rank's ``J`` (K × P) before :meth:`reduce` (a copy when sharded; after a sharded reduction,
+        :meth:`task_gradients` gives the reduced one)."""
+        if self._storage.shape[0] == 1:
+            return self._storage[0, :, : self.numel]
+        return self._storage.transpose(0, 1).reshape(self.num_tasks, self.columns)[:, : self.numel]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by ``J`` (the K × P rows, padding included)."""
+        return self._storage.numel() * self._storage.element_size()
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard and self.world > 1
 
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
         """Add one task's gradient (aligned with the shared parameters; ``None`` means zero)."""
-        row = self.jacobian[task_index]
+        rows = self._storage[:, task_index]  # (W, S)
         first = not bool(self.seen[task_index])
-        offset = 0
-        for i, (param, grad) in enumerate(zip(self.params, grads, strict=True)):
-            n = param.numel()
-            target = row[offset : offset + n]
+        for i, (grad, segments) in enumerate(zip(grads, self._segments, strict=True)):
+            flat = None if grad is None else grad.reshape(-1)
+            for chunk, start, source, length in segments:
+                target = rows[chunk, start : start + length]
+                if flat is not None:
+                    piece = flat[source : source + length]
+                    if first:
+                        target.copy_(piece)
+                    else:
+                        target.add_(piece.to(target.dtype))
+                elif first:
+                    target.zero_()
             if grad is not None:
-                if first:
-                    target.copy_(grad.reshape(-1))
-                else:
-                    target.add_(grad.reshape(-1).to(row.dtype))
                 self.touched[i] = True
-            elif first:
-                target.zero_()
-            offset += n
         self.seen[task_index] = True
 
-    def all_reduce_with(self, extra: torch.Tensor | None) -> torch.Tensor | None:
-        """Average ``J`` and ``extra`` (the flattened task-specific grads) over ranks in one collective."""
-        if not distributed():
-            return extra
-        world = dist.get_world_size()
+    def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Average ``J`` and ``extra`` (the flattened task-specific grads) over ranks and form the Gram.
+
+        Returns ``extra`` averaged over ranks. Tasks seen on any rank and parameters touched on any rank
+        count as seen / touched everywhere.
+        """
         self._zero_unseen_rows()  # this rank's unwritten rows must add zeros, not stale memory
-        pieces = [self.jacobian.reshape(-1)] + ([extra.to(self.jacobian.dtype)] if extra is not None else [])
-        flat = torch.cat(pieces)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        self.elements_sent = 0
+        if not distributed():
+            self._owned = self.jacobian
+            self._gram = blocked_gram(self._owned)
+            return extra
+        if self.sharded:
+            return self._reduce_sharded(extra)
+        world = self.world
+        if extra is None:
+            flat = self._storage.view(-1)  # J itself (no padding when unsharded)
+        else:
+            flat = torch.cat([self._storage.view(-1), extra.to(self._storage.dtype)])
+        self._all_reduce(flat)
         flat.div_(world)
-        n = self.jacobian.numel()
-        self.jacobian.copy_(flat[:n].view_as(self.jacobian))
-        seen = self.seen.to(self.jacobian.device, torch.float32)
-        dist.all_reduce(seen, op=dist.ReduceOp.MAX)
-        self.seen = seen.bool().cpu()
+        n = self.num_tasks * self.numel
+        if extra is not None:
+            self._storage.view(-1).copy_(flat[:n])
+        self._owned = self.jacobian
+        flags = self._flags()
+        self._all_reduce(flags)
+        self._set_flags(flags)
+        self._gram = blocked_gram(self._owned)
         return None if extra is None else flat[n:].to(extra.dtype)
 
+    def _reduce_sharded(self, extra: torch.Tensor | None) -> torch.Tensor | None:
+        world, k = self.world, self.num_tasks
+        width = self.columns // world
+        # Rank r receives the sum of every rank's block r: J[:, r·S:(r+1)·S].
+        owned = torch.empty(k, width, dtype=self._storage.dtype, device=self._storage.device)
+        dist.reduce_scatter_single(owned.view(-1), self._storage.view(-1))
+        self.elements_sent += _ring_elements("reduce_scatter", self._storage.numel(), world)
+        owned.div_(world)
+        self._owned = owned
+        # One small all-reduce: the partial Grams, the seen/touched flags and the task-specific gradients.
+        small = [blocked_gram(owned).reshape(-1), self._flags().double()]
+        if extra is not None:
+            small.append(extra.double())
+        flat = torch.cat(small)
+        self._all_reduce(flat)
+        self._gram = flat[: k * k].view(k, k).clone()
+        self._set_flags(flat[k * k : k * k + k + len(self.params)])
+        if extra is None:
+            return None
+        return flat[k * k + k + len(self.params):].div_(world).to(extra.dtype)
+
+    def _all_reduce(self, tensor: torch.Tensor) -> None:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        self.elements_sent += _ring_elements("all_reduce", tensor.numel(), self.world)
+
+    def _flags(self) -> torch.Tensor:
+        flags = torch.cat([self.seen.float(), torch.tensor(self.touched, dtype=torch.float32)])
+        return flags.to(self._storage.device)
+
+    def _set_flags(self, summed: torch.Tensor) -> None:
+        positive = (summed > 0).cpu()
+        self.seen = positive[: self.num_tasks].clone()
+        self.touched = positive[self.num_tasks:].tolist()
+
     def gram(self) -> torch.Tensor:
-        """``G = J Jᵀ`` in float64 (one matmul); rows of tasks not seen this step are zero."""
-        self._zero_unseen_rows()
-        return (self.jacobian @ self.jacobian.T).double()
+        """``G = J Jᵀ`` in float64 (over all ranks after :meth:`reduce`); rows of tasks not seen are zero."""
+        if self._gram is None:
+            self._zero_unseen_rows()
+            self._gram = blocked_gram(self.jacobian)
+        return self._gram
 
     def write_combination(self, weights: torch.Tensor, scale: float = 1.0) -> None:
         """Set each shared parameter's ``.grad`` to its slice of ``scale · Σ_k w_k J_k``.
 
-        Parameters no task's loss reached (e.g. an unused pooler) keep ``.grad = None``, as after a plain
-        backward, so optimizers skip them.
+        Parameters no task's loss reached on any rank (e.g. an unused pooler) keep ``.grad = None``, as after
+        a plain backward, so optimizers skip them. Sharded: each rank combines its own columns and one
+        all-gather assembles the update.
         """
-        weights = weights.to(self.jacobian.dtype).to(self.jacobian.device)
-        rows = torch.nonzero(weights).flatten()  # rows left out may hold NaN: never multiply them by 0
-        if len(rows) == self.num_tasks:
-            combined = weights @ self.jacobian
+        rows = self._owned if self._owned is not None else self.jacobian
+        weights = weights.to(rows.dtype).to(rows.device)
+        active = torch.nonzero(weights).flatten().tolist()  # rows left out may hold NaN: never multiply them by 0
+        if len(active) == self.num_tasks:
+            combined = weights @ rows
         else:
-            combined = weights[rows] @ self.jacobian.index_select(0, rows)
+            combined = rows[active[0]] * weights[active[0]]
+            for k in active[1:]:
+                combined.add_(rows[k], alpha=float(weights[k]))
         if scale != 1.0:
             combined.mul_(scale)
+        if self.sharded:
+            gathered = torch.empty(self.columns, dtype=combined.dtype, device=combined.device)
+            dist.all_gather_single(gathered, combined)
+            self.elements_sent += _ring_elements("all_gather", gathered.numel(), self.world)
+            combined = gathered
         offset = 0
         for param, touched in zip(self.params, self.touched, strict=True):
             n = param.numel()
             param.grad = combined[offset : offset + n].view_as(param).to(param.dtype) if touched else None
             offset += n
 
+    def task_gradients(self) -> torch.Tensor:
+        """The whole ``J`` (K × P) after :meth:`reduce` (sharded: one all-gather of every rank's columns)."""
+        if not self.sharded or self._owned is None:
+            return self.jacobian
+        k, world = self.num_tasks, self.world
+        gathered = torch.empty(world, k, self.columns // world, dtype=self._owned.dtype, device=self._owned.device)
+        dist.all_gather_single(gathered.view(-1), self._owned.contiguous().view(-1))
+        return gathered.transpose(0, 1).reshape(k, self.columns)[:, : self.numel]
+
     def _zero_unseen_rows(self) -> None:
         for k in torch.nonzero(~self.seen).flatten().tolist():
-            self.jacobian[k].zero_()
+            self._storage[:, k].zero_()
 
     def reset(self) -> None:
-        self.seen.zero_()
+        self.seen = torch.zeros(self.num_tasks, dtype=torch.bool)
         self.touched = [False] * len(self.params)
+        self._owned = None
+        self._gram = None
 
 
 def flatten_grads(params: Sequence[torch.nn.Parameter]) -> torch.Tensor | None:

@@ -57,6 +57,13 @@ class MultiTaskTrainingArguments(RunSafetyArguments, LossMaskingArguments, Train
         default="skip_step",
         metadata={"help": f"What to do with a NaN/inf task loss or gradient: one of {NONFINITE_POLICIES}."},
     )
+    shard_task_gradients: bool | None = field(
+        default=None,
+        metadata={"help": "params mode across ranks: reduce-scatter the K×P per-task gradients and all-reduce only "
+                          "the K×K Gram ((K+1)·P elements sent per rank instead of 2·K·P); False all-reduces them "
+                          "whole; unset: on with NCCL, off with gloo (whose reduce-scatter is slower than its "
+                          "all-reduce)."},
+    )
     record_task_gradients: bool = field(
         default=False,
         metadata={"help": "Keep each step's per-task gradient rows (K×P, params mode) in `trainer.last_step`."},

@@ -36,6 +36,9 @@ class StepContext:
         task_weights: the tasks' static ``Task.weight`` (K,), for the loss the Trainer logs.
         record_task_gradients: keep the per-task gradient rows in the step record (``params`` mode).
         engine: ``"FSDP"`` / ``"DeepSpeed"`` when parameters are sharded, else ``None``.
+        shard_task_gradients: ``params`` mode across ranks: reduce-scatter the per-task gradients and all-reduce
+            only the K×K Gram (:class:`~hf_mtl.gradients.TaskGradientBuffer`), instead of all-reducing them whole;
+            ``None``: on with NCCL, off with gloo.
     """
 
     accelerator: Accelerator
@@ -46,6 +49,7 @@ class StepContext:
     task_weights: torch.Tensor | None = None
     record_task_gradients: bool = False
     engine: str | None = None
+    shard_task_gradients: bool | None = None
 
     def __post_init__(self) -> None:
         if self.nonfinite_policy not in NONFINITE_POLICIES:

@@ -2,9 +2,10 @@
 
 Each micro-batch adds every task's gradient of the shared encoder parameters to its row of the K×P buffer
 (:class:`~hf_mtl.gradients.TaskGradientBuffer`); the task-specific parameters (heads) take their own task's
-gradient directly. At the step's end the buffer (and the head gradients) are averaged over ranks in one
-all-reduce, the Gram ``G = J Jᵀ`` is formed, the combiner is called once, and ``Σ_k w_k J_k`` is written into
-the shared parameters' ``.grad``. Disjoint task data costs about one plain step; shared inputs cost K backward
+gradient directly. At the step's end the buffer (and the head gradients) are averaged over ranks — by default
+reduce-scattered, so that each rank forms the partial Gram of its columns and only the K×K Gram is all-reduced
+(``shard_task_gradients``) — the combiner is called once, and ``Σ_k w_k J_k`` is written into the shared
+parameters' ``.grad``. Disjoint task data costs about one plain step; shared inputs cost K backward
 passes through the encoder (use ``encoder_output`` mode to avoid them).
 """
 
@@ -32,16 +33,23 @@ class ParamsStep(StepStrategy):
         if self.context.engine is not None:
             raise ValueError(
                 f"gradient_mode='params' is not supported under {self.context.engine}: per-task gradient buffers need "
-                "whole, unsharded parameters. Use gradient_mode='encoder_output' (its final backward is a plain backward "
-                "any engine runs) or a loss-based combiner."
+                "whole parameters on every rank. Use DDP (torchrun / accelerate multi-GPU; the buffer is then sharded "
+                "across ranks itself, see shard_task_gradients), gradient_mode='encoder_output' (its final backward is "
+                "a plain backward any engine runs) or a loss-based combiner."
             )
         self._buffer: TaskGradientBuffer | None = None  # K×P, allocated at the first step
         self._loss_sum = torch.zeros(self.context.num_tasks, dtype=torch.float64)
 
+    @property
+    def buffer(self) -> TaskGradientBuffer | None:
+        """The K×P per-task gradient buffer (``None`` before the first micro-batch)."""
+        return self._buffer
+
     def micro_batch(self, model: nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
         context, module = self.context, self.module
         if self._buffer is None:
-            self._buffer = TaskGradientBuffer(module.shared_parameters(), context.num_tasks)
+            self._buffer = TaskGradientBuffer(module.shared_parameters(), context.num_tasks,
+                                              shard=context.shard_task_gradients)
         scale = context.micro_batch_scale * context.grad_scale()
         names = context.task_names
         losses: list[torch.Tensor] = []
@@ -82,7 +90,7 @@ class ParamsStep(StepStrategy):
         context, module, buffer = self.context, self.module, self._buffer
         record = self.new_record()
         specific = [p for n in context.task_names for p in module.task_specific_parameters(n)]
-        reduced = buffer.all_reduce_with(flatten_grads(specific))
+        reduced = buffer.reduce(flatten_grads(specific))
         if reduced is not None:
             unflatten_into_grads(specific, reduced)
         grad_scale = context.grad_scale()
@@ -96,7 +104,7 @@ class ParamsStep(StepStrategy):
                     for param in module.task_specific_parameters(name):  # its head saw a NaN/inf loss
                         param.grad = None
         if context.record_task_gradients:
-            record.task_gradients = (buffer.jacobian / grad_scale).detach().cpu().clone()
+            record.task_gradients = (buffer.task_gradients() / grad_scale).detach().cpu().clone()
         buffer.reset()
         self._loss_sum.zero_()
         return record

@@ -64,6 +64,7 @@ class StepTrainer(Trainer):
             task_weights=task_weights,
             record_task_gradients=bool(getattr(self.args, "record_task_gradients", False)),
             engine=engine,
+            shard_task_gradients=getattr(self.args, "shard_task_gradients", None),
         )
 
     def training_step(

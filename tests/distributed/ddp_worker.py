@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--lora_r", type=int, default=None, help="LoRA of this rank on the encoder (peft)")
+    parser.add_argument("--shard_task_gradients", choices=["auto", "True", "False"], default="auto")
     args = parser.parse_args()
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.encoder)
@@ -65,7 +66,8 @@ def main() -> None:
         output_dir=os.path.join(args.out, "run"), per_device_train_batch_size=args.batch_size,
         gradient_accumulation_steps=args.accumulation, max_steps=args.steps, learning_rate=1e-3, report_to=[],
         save_strategy="no", seed=0, use_cpu=True, sampling_strategy="uniform", gradient_mode=args.mode,
-        train_sampling_strategy="sequential", disable_tqdm=True, dataloader_num_workers=0, logging_steps=1)
+        train_sampling_strategy="sequential", disable_tqdm=True, dataloader_num_workers=0, logging_steps=1,
+        shard_task_gradients=None if args.shard_task_gradients == "auto" else args.shard_task_gradients == "True")
     combiner = InverseNorm() if args.combiner == "inverse_norm" else get_combiner(args.combiner)
     trainer = MultiTaskTrainer(model, training_args, train_dataset=train, processing_class=tokenizer,
                                combiner=combiner)

@@ -25,6 +25,10 @@ def run(cmd: list[str], cwd: Path) -> None:
 @pytest.mark.parametrize(("mode", "layout", "reference", "combiner"), [
     ("params", "disjoint", "accumulation", "inverse_norm"),
     ("params", "shared", "big_batch", "inverse_norm"),
+    # shard_task_gradients=True: the K×P buffer reduce-scattered (the default on gloo is the whole all-reduce).
+    ("params_sharded", "disjoint", "accumulation", "inverse_norm"),
+    ("params_sharded", "shared", "big_batch", "inverse_norm"),
+    ("params_sharded", "disjoint", "accumulation", "pcgrad"),
     ("encoder_output", "shared", "big_batch", "inverse_norm"),
     ("encoder_output", "shared", "accumulation", "inverse_norm"),
     # Stateful combiners: one call per optimizer step on every rank, with the step's all-reduced Gram/losses.
@@ -38,7 +42,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(mode, layout
                                                                     tiny_encoder_dir):
     """2 ranks × batch B ≡ 1 process × (batch B, accumulation 2) ≡ 1 process × batch 2B, parameters and
     combiner state alike."""
-    common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout, "--combiner", combiner]
+    shard = "True" if mode.endswith("_sharded") else "auto"
+    mode = mode.removesuffix("_sharded")
+    common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout, "--combiner", combiner,
+              "--shard_task_gradients", shard]
     one, two = tmp_path / "one", tmp_path / "two"
     single = ["--batch_size", "4", "--accumulation", "2"] if reference == "accumulation" else ["--batch_size", "8"]
     run([sys.executable, str(WORKER), *common, *single, "--out", str(one)], tmp_path)

@@ -1,0 +1,83 @@
+"""Worker for the sharded-buffer test: two ranks fill :class:`TaskGradientBuffer` with known gradients.
+
+Run under ``torchrun --nproc_per_node 2``. Each rank's gradients are drawn from a generator seeded by its
+rank, so the worker also knows the other rank's and computes the expected averaged ``J`` in float64. The
+cases the reduction must get right: a task absent on rank 1 (``seen``), a parameter no rank's task reached
+(``.grad`` stays ``None``), one reached on rank 1 only, a NaN gradient on rank 1, and two micro-batches
+accumulated per task. Rank r saves its results for ``shard=True`` and ``shard=False`` to ``OUT/rank{r}.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.distributed as dist
+
+from hf_mtl.gradients import TaskGradientBuffer
+
+SHAPES = [(5, 3), (7,), (4, 4), (3,), (3, 2)]  # P = 47: the sharded buffer pads it to 2 × 24 columns
+NUM_TASKS = 3
+UNUSED = 3  # no rank's tasks reach this parameter
+RANK1_ONLY = 4  # only rank 1's tasks reach this one
+
+
+def gradients(rank: int) -> list[tuple[int, list[torch.Tensor | None]]]:
+    """``(task, grads)`` for each micro-batch add of ``rank``, as the step would feed the buffer."""
+    generator = torch.Generator().manual_seed(100 + rank)
+    adds = []
+    tasks = [0, 1, 2] if rank == 0 else [0, 1]  # task 2 is absent on rank 1
+    for _micro_batch in range(2):
+        for k in tasks:
+            grads: list[torch.Tensor | None] = [torch.randn(s, generator=generator) for s in SHAPES]
+            grads[UNUSED] = None
+            if rank == 0:
+                grads[RANK1_ONLY] = None
+            if rank == 1 and k == 1 and _micro_batch == 1:
+                grads[0] = grads[0].clone().fill_(float("nan"))
+            adds.append((k, grads))
+    return adds
+
+
+def expected_jacobian(world: int) -> torch.Tensor:
+    total = torch.zeros(NUM_TASKS, sum(torch.Size(s).numel() for s in SHAPES), dtype=torch.float64)
+    for rank in range(world):
+        for k, grads in gradients(rank):
+            total[k] += torch.cat([(g if g is not None else torch.zeros(s)).reshape(-1).double()
+                                   for g, s in zip(grads, SHAPES, strict=True)])
+    return total / world
+
+
+def run(shard: bool) -> dict[str, object]:
+    rank = dist.get_rank()
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in SHAPES]
+    buffer = TaskGradientBuffer(params, NUM_TASKS, shard=shard)
+    for k, grads in gradients(rank):
+        buffer.add(k, grads)
+    extra = torch.full((6,), float(rank + 1))  # the heads' flattened gradients: mean 1.5 over two ranks
+    reduced = buffer.reduce(extra)
+    gram = buffer.gram().clone()
+    weights = torch.tensor([0.25, 0.0, 0.75], dtype=torch.float64)  # task 1 (NaN on rank 1) left out
+    buffer.write_combination(weights, scale=2.0)
+    update_elements = buffer.elements_sent
+    full = buffer.task_gradients().clone()
+    return {"gram": gram, "extra": reduced, "seen": buffer.seen.clone(), "jacobian": full,
+            "grads": [None if p.grad is None else p.grad.detach().clone() for p in params],
+            "elements_sent": update_elements, "numel": buffer.numel}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    dist.init_process_group("gloo")
+    torch.set_num_threads(1)
+    results = {"sharded": run(True), "all_reduce": run(False), "expected_jacobian": expected_jacobian(2),
+               "default_shard": TaskGradientBuffer([torch.nn.Parameter(torch.zeros(2))], 1).sharded}
+    torch.save(results, os.path.join(args.out, f"rank{dist.get_rank()}.pt"))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The sharded reduction of the per-task gradient buffer (reduce-scatter, partial Grams, one K×K all-reduce,
+all-gathered update) gives what the whole-buffer all-reduce gives and what the averaged gradients imply, on two
+gloo processes; and sends fewer elements."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensor_checks import assert_close_by_norm
+
+WORKER = Path(__file__).with_name("buffer_worker.py")
+sys.path.insert(0, str(WORKER.parent))
+from buffer_worker import NUM_TASKS, RANK1_ONLY, SHAPES, UNUSED  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("buffer")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(30500 + os.getpid() % 1000), str(WORKER), "--out", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("path", ["sharded", "all_reduce"])
+def test_reduction_matches_the_averaged_gradients(results, path):
+    expected = results[0]["expected_jacobian"]
+    live = [0, 2]  # task 1 holds a NaN from rank 1; task 2 was seen on rank 0 only
+    exact_gram = expected[live] @ expected[live].T
+    weights = torch.tensor([0.25, 0.0, 0.75], dtype=torch.float64)
+    update = 2.0 * (weights[live] @ expected[live])
+    sizes = [torch.Size(s).numel() for s in SHAPES]
+    for rank, result in enumerate(results):
+        got = result[path]
+        label = f"{path}, rank {rank}"
+        assert got["seen"].tolist() == [True] * NUM_TASKS, label
+        assert_close_by_norm(got["gram"][live][:, live], exact_gram, f"{label}: Gram", rtol=1e-6)
+        assert torch.isnan(got["gram"][1, 1]), f"{label}: the NaN task's Gram diagonal is {got['gram'][1, 1]}"
+        assert_close_by_norm(got["jacobian"][live], expected[live], f"{label}: J", rtol=1e-6)
+        assert torch.isnan(got["jacobian"][1]).any(), label
+        torch.testing.assert_close(got["extra"], torch.full((6,), 1.5))
+        assert got["grads"][UNUSED] is None, f"{label}: a parameter no task reached got a gradient"
+        assert got["grads"][RANK1_ONLY] is not None, f"{label}: rank 1's gradient was dropped on rank {rank}"
+        flat = torch.cat([(g if g is not None else torch.zeros(s)).reshape(-1).double()
+                          for g, s in zip(got["grads"], SHAPES, strict=True)])
+        unused = slice(sum(sizes[:UNUSED]), sum(sizes[:UNUSED + 1]))
+        update[unused] = 0.0
+        assert_close_by_norm(flat, update, f"{label}: update", rtol=1e-6)
+
+
+@pytest.mark.distributed
+def test_gloo_defaults_to_the_whole_all_reduce(results):
+    """gloo's reduce-scatter is slower than its all-reduce (hf_mtl.gradients.default_sharding): not the default."""
+    assert [r["default_shard"] for r in results] == [False, False]
+
+
+@pytest.mark.distributed
+def test_sharded_reduction_sends_fewer_elements(results):
+    """Elements one rank sends per step (ring algorithm): reduce-scatter K·P' + all-reduce of the K×K Gram,
+    flags and head gradients + all-gather P' (P' = P padded to a multiple of W), against an all-reduce of
+    K·P + heads and of the flags."""
+    k, heads, params, world = NUM_TASKS, 6, len(SHAPES), 2
+    numel = results[0]["sharded"]["numel"]
+    padded = -(-numel // world) * world
+    sharded = (k * padded + 2 * (k * k + k + params + heads) + padded) * (world - 1) // world
+    whole = 2 * (k * numel + heads) * (world - 1) // world + 2 * (k + params) * (world - 1) // world
+    assert [r["sharded"]["elements_sent"] for r in results] == [sharded, sharded]
+    assert [r["all_reduce"]["elements_sent"] for r in results] == [whole, whole]
+    assert sharded < whole
