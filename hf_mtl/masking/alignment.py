@@ -97,6 +97,11 @@ def losses_and_alignments(
         with forward_ad_attention():
             (losses, weights, extra), (loss_tangents, _, _) = jvp(loss_of, (primals,), (tangents,))
     except (NotImplementedError, RuntimeError) as err:
+        if "functorch transforms" in str(err):  # an autograd.Function without setup_context: no torch.func at all
+            raise NotImplementedError(
+                f"Example masking runs {type(model).__name__} under torch.func.jvp, and it uses a custom "
+                f"autograd.Function that torch.func cannot run ({err}). Use loss_masking='batch'."
+            ) from err
         if "forward" not in str(err).lower() or "AD" not in str(err):
             raise
         raise NotImplementedError(
