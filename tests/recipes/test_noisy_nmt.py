@@ -1,5 +1,5 @@
-"""recipes/noisy_nmt.py on the user's files and on sequence-to-sequence checkpoints (tiny Marian- and T5-shaped
-models with random weights and a word-level tokenizer, built offline)."""
+"""recipes/noisy_nmt.py on the user's files and on sequence-to-sequence checkpoints: tiny Marian- and T5-shaped
+models with random weights, Marian's own SentencePiece tokenizer and a word-level one, all built offline."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sentencepiece
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     MarianConfig,
     MarianMTModel,
+    MarianTokenizer,
     PreTrainedTokenizerFast,
     T5Config,
     T5ForConditionalGeneration,
@@ -71,19 +73,33 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def save_checkpoint(model: torch.nn.Module, path: Path) -> str:
-    model.save_pretrained(path)
-    word_tokenizer().save_pretrained(path)
-    return str(path)
+def marian_tokenizer(path: Path) -> MarianTokenizer:
+    """Marian's own tokenizer (two SentencePiece models and a shared vocabulary), trained here on the counting
+    words: what ``Helsinki-NLP/opus-mt-*`` checkpoints ship, at toy size."""
+    for name, words in (("source", NUMBERS), ("target", NOMBRES)):
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter([" ".join(words)] * 4), model_prefix=str(path / name), model_type="word",
+            vocab_size=len(words) + 2, pad_id=-1, bos_id=-1, eos_id=1, unk_id=2, minloglevel=2)
+        (path / f"{name}.model").rename(path / f"{name}.spm")
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for word in NUMBERS + NOMBRES:
+        vocab.setdefault(f"\u2581{word}", len(vocab))
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    return MarianTokenizer(source_spm=str(path / "source.spm"), target_spm=str(path / "target.spm"),
+                           vocab=str(path / "vocab.json"))
 
 
 @pytest.fixture(scope="module")
 def marian_dir(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny_marian")
+    tokenizer = marian_tokenizer(path)
     torch.manual_seed(0)
-    config = MarianConfig(vocab_size=len(word_tokenizer()), d_model=16, encoder_layers=1, decoder_layers=1,
+    config = MarianConfig(vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
                           max_position_embeddings=32, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    return save_checkpoint(MarianMTModel(config), tmp_path_factory.mktemp("tiny_marian"))
+    MarianMTModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +107,10 @@ def t5_dir(tmp_path_factory) -> str:
     torch.manual_seed(0)
     config = T5Config(vocab_size=len(word_tokenizer()), d_model=16, d_kv=8, d_ff=32, num_layers=1,
                       num_decoder_layers=1, num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    return save_checkpoint(T5ForConditionalGeneration(config), tmp_path_factory.mktemp("tiny_t5"))
+    path = tmp_path_factory.mktemp("tiny_t5")
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    word_tokenizer().save_pretrained(path)
+    return str(path)
 
 
 def parse(recipe, *argv: str):
