@@ -93,8 +93,22 @@ def losses_and_alignments(
     def loss_of(selected: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return functional_call(wrapper, selected, (batch,))
 
-    with forward_ad_attention():
-        (losses, weights, extra), (loss_tangents, _, _) = jvp(loss_of, (primals,), (tangents,))
+    try:
+        with forward_ad_attention():
+            (losses, weights, extra), (loss_tangents, _, _) = jvp(loss_of, (primals,), (tangents,))
+    except (NotImplementedError, RuntimeError) as err:
+        if "functorch transforms" in str(err):  # an autograd.Function without setup_context: no torch.func at all
+            raise NotImplementedError(
+                f"Example masking runs {type(model).__name__} under torch.func.jvp, and it uses a custom "
+                f"autograd.Function that torch.func cannot run ({err}). Use loss_masking='batch'."
+            ) from err
+        if "forward" not in str(err).lower() or "AD" not in str(err):
+            raise
+        raise NotImplementedError(
+            f"Example masking needs forward-mode AD through {type(model).__name__}, and an operation in it has "
+            f"none ({err}). Use loss_masking='batch', or masking_parameters restricted to parameters above that "
+            "operation (tangents start at the chosen parameters)."
+        ) from err
     alignments = loss_tangents.detach().float()
     del loss_tangents  # frees the tangent's own autograd graph before the backward
     return ExampleLosses(losses, weights, extra, wrapper.task_losses), alignments

@@ -71,9 +71,9 @@ def test_pair_noise_kinds_hit_their_own_examples():
     counts = noisy["kind"].value_counts().to_dict()
     assert counts == {"intact": 80, "misaligned": 60, "truncated": 40, "copied": 20}
     intact, misaligned = noisy[noisy["kind"] == "intact"], noisy[noisy["kind"] == "misaligned"]
-    assert (intact["target"] == intact["paraphrase"]).all() and (misaligned["target"] != misaligned["paraphrase"]).all()
+    assert (intact["target"] == intact["reference"]).all() and (misaligned["target"] != misaligned["reference"]).all()
     truncated = noisy[noisy["kind"] == "truncated"]
-    assert all(p.startswith(t) and len(t) < len(p) for t, p in zip(truncated["target"], truncated["paraphrase"], strict=True))
+    assert all(p.startswith(t) and len(t) < len(p) for t, p in zip(truncated["target"], truncated["reference"], strict=True))
     copied = noisy[noisy["kind"] == "copied"]
     assert (copied["target"] == copied["source"]).all()
     test_chapters = set(zip(test["book"], test["chapter"], strict=True))
