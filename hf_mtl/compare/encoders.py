@@ -26,7 +26,7 @@ SMILES_PATTERN = (r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+
                   r"%[0-9]{2}|[0-9])")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TOKENIZER_KINDS = ("smiles", "embedded")
-#: BertConfig defaults of a scratch encoder (a 4-layer, 256-wide BERT: about 3 M parameters besides embeddings).
+#: BertConfig defaults of a scratch encoder (a 4-layer, 256-wide BERT: about 3.2 M parameters besides the embeddings).
 DEFAULT_SCRATCH_CONFIG = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
                           "intermediate_size": 1024}
 
