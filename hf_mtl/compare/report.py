@@ -121,7 +121,11 @@ def _method_row(label: str, kind: str, table: pd.DataFrame, baselines: dict[str,
         if base.empty or not set(table.columns) <= set(base.columns):
             continue
         value = delta_m(table.mean(), base.mean(), lower)
-        paired = [delta_m(table.loc[s], base.loc[s], lower) for s in table.index if s in base.index]
+        # Pairs only where both sides have every task for that seed (a comparison still running has
+        # partial seeds; a missing value must not turn the spread into NaN).
+        complete = [s for s in table.index if s in base.index and table.loc[s].notna().all()
+                    and base.loc[s].reindex(table.columns).notna().all()]
+        paired = [delta_m(table.loc[s], base.loc[s], lower) for s in complete]
         spread = float(np.std(paired, ddof=1)) if len(paired) > 1 else None
         p_value = float(stats.ttest_1samp(paired, 0.0).pvalue) if len(paired) > 1 and spread else None
         row["delta_m"][mode] = {"mean": value, "sd": spread, "p": p_value, "n": len(paired)}
