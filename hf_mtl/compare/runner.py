@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from hf_mtl.compare.data import Source, load_source, restrict_source, source_tasks
+from hf_mtl.compare.encoders import ScratchEncoder
 from hf_mtl.compare.spec import ComparisonSpec, Run
+from hf_mtl.data.sources import SharedInputData
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +93,15 @@ def _claim(lock: Path) -> bool:
     return False
 
 
+def training_texts(source: Source) -> list[str]:
+    """Every training text of the mixture (``text`` and, where present, ``text_pair``), task by task."""
+    splits = [source.train] if isinstance(source, SharedInputData) else [item.train for item in source]
+    return [text for split in splits for column in ("text", "text_pair") if column in split.column_names
+            for text in split[column] if text is not None]
+
+
 class _DataCache:
-    """The mixture loaded and each task subset tokenised once per process."""
+    """The mixture loaded, the tokenizer made and each task subset tokenised once per process."""
 
     def __init__(self, spec: ComparisonSpec) -> None:
         from transformers import AutoTokenizer
@@ -100,11 +109,27 @@ class _DataCache:
         from hf_mtl.data.embedded import embedded_encoder_path
 
         self.spec = spec
-        self.encoder = spec.encoder or embedded_encoder_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.encoder)
         self.source: Source = load_source(spec.preset, spec.tasks, max_train_samples=spec.max_train_samples,
                                           max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
+        self.encoder_config: Any = None
+        if isinstance(spec.encoder, ScratchEncoder):
+            self.encoder = None
+            self.tokenizer = spec.encoder.build_tokenizer(training_texts(self.source), spec.max_seq_length)
+            self.encoder_config = spec.encoder.encoder_config(self.tokenizer, spec.max_seq_length)
+        else:
+            self.encoder = spec.encoder or embedded_encoder_path()
+            self.tokenizer = AutoTokenizer.from_pretrained(self.encoder)
         self.prepared: dict[tuple[str, ...] | None, Any] = {}
+
+    def model(self, tasks: list[Any]) -> Any:
+        """A fresh model: pretrained encoder weights, or (scratch) weights drawn from the current seed."""
+        from hf_mtl import MultiTaskModel
+        from hf_mtl.modeling import MultiTaskConfig, special_token_ids
+
+        if self.encoder_config is None:
+            return MultiTaskModel.from_encoder(self.encoder, tasks)
+        return MultiTaskModel(MultiTaskConfig(encoder_config=self.encoder_config, tasks=list(tasks),
+                                              **special_token_ids(self.tokenizer)))
 
     def data(self, tasks: tuple[str, ...] | None) -> Any:
         from hf_mtl.data import prepare_datasets
@@ -154,13 +179,13 @@ def train_run(spec: ComparisonSpec, run: Run, cache: _DataCache, work_dir: Path)
     import torch
     from transformers import set_seed
 
-    from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
+    from hf_mtl import MultiTaskTrainer, MultiTaskTrainingArguments
 
     method = run.method
     start = time.time()
     set_seed(run.seed)
     data = cache.data(method.tasks)
-    model = MultiTaskModel.from_encoder(cache.encoder, data.tasks)
+    model = cache.model(data.tasks)
     arguments = {
         "output_dir": str(work_dir), "save_strategy": "no", "eval_strategy": "no", "report_to": "none",
         "logging_steps": 10**9, "disable_tqdm": True, **spec.training_args,

@@ -4,7 +4,7 @@ A spec is a YAML/JSON mapping (``recipes/configs/compare_text.yaml`` is a comple
 
     name: compare_text
     preset: embedded_mixture            # or tasks: [rotten_tomatoes, {name: debate_party, role: main}]
-    encoder: null                       # hub id or folder; null = the embedded MiniLM
+    encoder: null                       # hub id or folder; null = the embedded MiniLM; or {scratch: {...}}
     max_seq_length: 64
     max_train_samples: null             # cap per task (fixed subset, data_seed)
     max_eval_samples: 200
@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from hf_mtl.compare.encoders import ScratchEncoder
 
 BUDGET_MODES = ("per_task", "total")
 SPEC_KEYS = {
@@ -98,7 +100,7 @@ class ComparisonSpec:
     budget_modes: list[str]
     preset: str | None = None
     tasks: list[Any] | None = None
-    encoder: str | None = None
+    encoder: str | ScratchEncoder | None = None
     max_seq_length: int = 128
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -224,9 +226,12 @@ def parse_spec(config: dict[str, Any], task_names: list[str] | None = None, name
     if pareto is not None and (len(pareto) != 2 or any(p not in names for p in pareto)):
         raise ValueError(f"pareto must name two of the tasks {names}, got {pareto!r}.")
     seeds = [int(s) for s in config.get("seeds", [0, 1, 2])]
+    encoder = config.get("encoder")
+    if encoder is not None and not isinstance(encoder, str):
+        encoder = ScratchEncoder.from_spec(encoder)
     return ComparisonSpec(
         name=config.get("name", name), task_names=names, methods=methods, seeds=seeds, budget=budget,
-        budget_modes=modes, preset=config.get("preset"), tasks=config.get("tasks"), encoder=config.get("encoder"),
+        budget_modes=modes, preset=config.get("preset"), tasks=config.get("tasks"), encoder=encoder,
         max_seq_length=int(config.get("max_seq_length", 128)), max_train_samples=config.get("max_train_samples"),
         max_eval_samples=config.get("max_eval_samples"), data_seed=int(config.get("data_seed", 42)), pareto=pareto,
         training_args=dict(config.get("training_args") or {}), lower_is_better=list(config.get("lower_is_better") or []),

@@ -118,3 +118,14 @@ def test_weight_table_averages_runs_and_normalises(spec, runs):
 def test_partial_report_counts_missing_runs(spec, runs):
     text = markdown(summarise(runs[:4], spec), spec, 4, 40.0)
     assert "4 of 10 runs finished" in text
+
+
+def test_a_partial_baseline_seed_is_left_out_of_the_pairing(spec, runs):
+    # seed 2: linear finished, but only task a's single-task baseline did
+    runs = runs + [record("linear", 2, {"a": 0.80, "b": 0.90}), record("single:a", 2, {"a": 0.75})]
+    linear = next(m for m in summarise(runs, spec)["methods"] if m["label"] == "linear")
+    paired = [delta_m(pd.Series(VALUES[("linear", s)]), pd.Series({**VALUES[("single:a", s)], **VALUES[("single:b", s)]}),
+                      pd.Series({"a": False, "b": True})) for s in (0, 1)]
+    result = linear["delta_m"]["per_task"]
+    assert result["n"] == 2, result
+    assert result["sd"] == pytest.approx(pd.Series(paired).std(ddof=1)), (result, paired)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from hf_mtl.compare.spec import parse_spec
+from hf_mtl.compare.encoders import ScratchEncoder
+from hf_mtl.compare.spec import load_spec, parse_spec
 
 TASKS = ["a", "b", "c"]
 
@@ -41,3 +44,17 @@ def test_methods_budget_modes_sweep_and_seed_major_runs():
 def test_bad_specs_are_errors(config, message):
     with pytest.raises(ValueError, match=message):
         parse_spec(config, task_names=TASKS)
+
+
+QM9_TARGETS = ["mu", "alpha", "homo", "lumo", "r2", "zpve", "u0", "u298", "h298", "g298", "cv"]
+
+
+@pytest.mark.parametrize(("name", "task_names", "n_runs"), [
+    ("compare_text", ["rotten_tomatoes", "bible_paraphrase", "debate_party"], 57),
+    ("compare_qm9", QM9_TARGETS, 99),         # 3 × (22 single-target + linear + 2 sweep + 8 combiners)
+    ("compare_qm9_scratch", QM9_TARGETS, 69),  # 3 × (22 single-target + linear)
+])
+def test_shipped_presets_parse(name, task_names, n_runs):
+    spec = load_spec(Path(__file__).parents[2] / "recipes" / "configs" / f"{name}.yaml", task_names=task_names)
+    assert len(spec.runs()) == n_runs and spec.budget_modes == ["per_task", "total"]
+    assert isinstance(spec.encoder, ScratchEncoder) == name.endswith("scratch")
