@@ -97,16 +97,16 @@ class AdapterArguments:
     ``peft_config_file`` is given)."""
 
     lora_r: int | None = field(
-        default=None, metadata={"help": "LoRA rank on the shared encoder (its weights frozen); none: train it all."})
+        default=None, metadata={"help": "LoRA rank on the frozen shared encoder."})
     lora_alpha: float | None = field(
-        default=None, metadata={"help": "LoRA alpha (update alpha/r · B A); default 2·r."})
+        default=None, metadata={"help": "LoRA alpha; default 2·r."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch's input."})
     lora_target_modules: str | None = field(
         default=None, metadata={"help": "Encoder modules with LoRA, e.g. query,value (peft's default for BERT)."})
     peft_config_file: str | None = field(
         default=None, metadata={"help": "A peft config JSON (or its folder) instead of the --lora_* options."})
     save_merged_model: bool = field(
-        default=False, metadata={"help": "Also save a merged copy (loads without peft) in OUTPUT_DIR/merged."})
+        default=False, metadata={"help": "Also save a merged copy in OUTPUT_DIR/merged."})
 
     def peft_config(self) -> PeftConfig | None:
         """The ``peft`` config these options describe, or ``None`` for no adapter."""

@@ -59,10 +59,8 @@ class MultiTaskTrainingArguments(RunSafetyArguments, LossMaskingArguments, Train
     )
     shard_task_gradients: bool | None = field(
         default=None,
-        metadata={"help": "params mode across ranks: reduce-scatter the K×P per-task gradients and all-reduce only "
-                          "the K×K Gram ((K+1)·P elements sent per rank instead of 2·K·P); False all-reduces them "
-                          "whole; unset: on with NCCL, off with gloo (whose reduce-scatter is slower than its "
-                          "all-reduce)."},
+        metadata={"help": "params mode under DDP: reduce-scatter the per-task gradients (True) or all-reduce them "
+                          "whole (False); unset: True with NCCL, False with gloo."},
     )
     record_task_gradients: bool = field(
         default=False,

@@ -42,9 +42,8 @@ class LossMaskingArguments:
     )
     masking_balance_labels: bool = field(
         default=False,
-        metadata={"help": "Example mode, classification: compare against Σ_c g_c/||g_c||, each class's clean "
-                          "gradient at unit length, instead of g_clean, so that the masks do not just follow the "
-                          "class while the model's class prior is off (an extension of Wang et al.'s rule)."},
+        metadata={"help": "Example mode, classification: compare against Σ_c g_c/||g_c|| (each class's clean "
+                          "gradient at unit length) instead of g_clean; see docs/masking.md."},
     )
     masking_clean_batch_size: int | None = field(
         default=None,
