@@ -25,20 +25,17 @@ next to the frozen base encoder's size.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from peft import LoraConfig
-from step_overhead import make_batch, synchronize
+from step_overhead import add_common_arguments, make_batch, peak_above_setup, synchronize
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
@@ -112,44 +109,17 @@ def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespa
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
 
-def resident_kib() -> tuple[int, int]:
-    """(peak resident set since the last reset, current resident set) of this process, in KiB (Linux)."""
-    status = Path("/proc/self/status").read_text()
-    return tuple(int(re.search(rf"{key}:\s+(\d+)", status).group(1)) for key in ("VmHWM", "VmRSS"))
-
-
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
     layout, num_tasks, method = spec.split(",")
     bench = LoraBench(layout, int(num_tasks), args, device)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # the peak resident set restarts from the current one
-        base = resident_kib()[1]
-    for _ in range(2):
-        bench.run_once(method)
-    if device.type == "cuda":
-        print((torch.cuda.max_memory_allocated() - base) / 2**20)
-    else:
-        print((resident_kib()[0] - base) / 1024)
+    print(peak_above_setup(lambda: bench.run_once(method), device))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="K=2,4 only, fewer repeats, no memory probes")
-    parser.add_argument("--tasks", default="2,4,8")
-    parser.add_argument("--layouts", default="disjoint,shared")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--seq_len", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=7)
+    add_common_arguments(parser, os.path.join("outputs", "bench_lora_step"))
     parser.add_argument("--lora_r", type=int, default=8)
     parser.add_argument("--lora_target_modules", default=None, help="default: peft's (query,value for MiniLM)")
-    parser.add_argument("--no_memory", action="store_true")
-    parser.add_argument("--json", help="write the rows to this file")
-    parser.add_argument("--output_dir", default=os.path.join("outputs", "bench_lora_step"))
-    parser.add_argument("--_memory_probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args._memory_probe:

@@ -292,11 +292,9 @@ def process_memory_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}: the CPU memory probe needs Linux.")
 
 
-def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
-    """Print the peak memory of two steps of one method above the state right after set-up (MiB): the peak
-    resident set, reset through ``/proc/self/clear_refs`` (CPU), or ``max_memory_allocated`` (GPU)."""
-    layout, num_tasks, method = spec.split(",")
-    bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref)
+def peak_above_setup(run_step: Callable[[], None], device: torch.device) -> float:
+    """Peak memory of two calls of ``run_step`` above the state right before them (MiB): the peak resident
+    set, reset through ``/proc/self/clear_refs`` (CPU), or ``max_memory_allocated`` (GPU)."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -306,30 +304,41 @@ def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> N
         with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
             handle.write("5")  # resets VmHWM to the current resident set
     for _ in range(2):
-        bench.run_once(method)
-    if distributed() and torch.distributed.get_rank() != 0:
-        return
+        run_step()
     if device.type == "cuda":
-        print("peak", (torch.cuda.max_memory_allocated() - base) / 2**20)
-    else:
-        print("peak", (process_memory_kib("VmHWM") - base) / 1024)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    return (process_memory_kib("VmHWM") - base) / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
+    """Print the peak memory of two steps of one method above the state right after set-up (MiB)."""
+    layout, num_tasks, method = spec.split(",")
+    bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref)
+    peak = peak_above_setup(lambda: bench.run_once(method), device)
+    if not distributed() or torch.distributed.get_rank() == 0:
+        print("peak", peak)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    """The options both step benchmarks take (this one and ``lora_step.py``)."""
     parser.add_argument("--quick", action="store_true", help="K=2,4 only, fewer repeats, no memory probes")
     parser.add_argument("--tasks", default="2,4,8")
     parser.add_argument("--layouts", default="disjoint,shared")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seq_len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no_memory", action="store_true")
+    parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--output_dir", default=output_dir)
+    parser.add_argument("--_memory_probe", help=argparse.SUPPRESS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, os.path.join("outputs", "bench_step_overhead"))
     parser.add_argument("--skip_torchjd", action="store_true")
     parser.add_argument("--methods", help="comma-separated subset of the methods (plain is always timed)")
-    parser.add_argument("--no_memory", action="store_true")
     parser.add_argument("--baseline_ref", help="also time params with the TaskGradientBuffer of this git revision")
-    parser.add_argument("--json", help="write the rows to this file")
-    parser.add_argument("--output_dir", default=os.path.join("outputs", "bench_step_overhead"))
-    parser.add_argument("--_memory_probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args._memory_probe:
