@@ -21,6 +21,17 @@ def run(cmd: list[str], cwd: Path) -> None:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
 
 
+def run_one_and_two_processes(common: list[str], reference: str, tmp_path) -> tuple:
+    """Run the worker once in one process (batch 4 × accumulation 2, or batch 8) and once on 2 ranks × batch 4;
+    returns the two output directories."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = ["--batch_size", "4", "--accumulation", "2"] if reference == "accumulation" else ["--batch_size", "8"]
+    run([sys.executable, str(WORKER), *common, *single, "--out", str(one)], tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29500 + os.getpid() % 1000), str(WORKER), *common, "--batch_size", "4", "--out", str(two)], tmp_path)
+    return one, two
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize(("mode", "layout", "reference", "combiner"), [
     ("params", "disjoint", "accumulation", "inverse_norm"),
@@ -46,11 +57,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(mode, layout
     mode = mode.removesuffix("_sharded")
     common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout, "--combiner", combiner,
               "--shard_task_gradients", shard]
-    one, two = tmp_path / "one", tmp_path / "two"
-    single = ["--batch_size", "4", "--accumulation", "2"] if reference == "accumulation" else ["--batch_size", "8"]
-    run([sys.executable, str(WORKER), *common, *single, "--out", str(one)], tmp_path)
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(29500 + os.getpid() % 1000), str(WORKER), *common, "--batch_size", "4", "--out", str(two)], tmp_path)
+    one, two = run_one_and_two_processes(common, reference, tmp_path)
     a, b = torch.load(one / "params.pt"), torch.load(two / "params.pt")
     assert_same_parameters(b, a, f"{mode}/{layout}/{combiner}")  # up to float32 summation order (tensor_checks.py)
     single_combiner = torch.load(one / "combiner.pt", weights_only=False)
@@ -68,11 +75,7 @@ def test_lora_two_processes_match_one_process(layout, reference, tmp_path, tiny_
     2 ranks ≡ 1 process, the adapter trains and the frozen encoder weights stay as loaded on every rank."""
     pytest.importorskip("peft")
     common = ["--encoder", tiny_encoder_dir, "--mode", "params", "--layout", layout, "--lora_r", "4"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    single = ["--batch_size", "4", "--accumulation", "2"] if reference == "accumulation" else ["--batch_size", "8"]
-    run([sys.executable, str(WORKER), *common, *single, "--out", str(one)], tmp_path)
-    run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(29500 + os.getpid() % 1000), str(WORKER), *common, "--batch_size", "4", "--out", str(two)], tmp_path)
+    one, two = run_one_and_two_processes(common, reference, tmp_path)
     a, b = torch.load(one / "params.pt"), torch.load(two / "params.pt")
     assert_same_parameters(b, a, f"lora/{layout}")
     initial = torch.load(two / "initial.pt")
