@@ -240,17 +240,7 @@ class TaskGradientBuffer:
         a plain backward, so optimizers skip them. Sharded: each rank combines its own columns and one
         all-gather assembles the update.
         """
-        rows = self._owned if self._owned is not None else self.jacobian
-        weights = weights.to(rows.dtype).to(rows.device)
-        active = torch.nonzero(weights).flatten().tolist()  # rows left out may hold NaN: never multiply them by 0
-        if len(active) == self.num_tasks:
-            combined = weights @ rows
-        else:
-            combined = rows[active[0]] * weights[active[0]]
-            for k in active[1:]:
-                combined.add_(rows[k], alpha=float(weights[k]))
-        if scale != 1.0:
-            combined.mul_(scale)
+        combined = self._combined_rows(weights, scale)
         if self.sharded:
             gathered = torch.empty(self.columns, dtype=combined.dtype, device=combined.device)
             dist.all_gather_single(gathered, combined)
@@ -261,6 +251,22 @@ class TaskGradientBuffer:
             n = param.numel()
             param.grad = combined[offset : offset + n].view_as(param).to(param.dtype) if touched else None
             offset += n
+
+    def _combined_rows(self, weights: torch.Tensor, scale: float) -> torch.Tensor:
+        """``scale · Σ_k w_k J_k`` over the columns this rank holds (rows with weight 0 are left out: they may
+        hold NaN, and ``0 · NaN`` is NaN)."""
+        rows = self._owned if self._owned is not None else self.jacobian
+        weights = weights.to(rows.dtype).to(rows.device)
+        active = torch.nonzero(weights).flatten().tolist()
+        if len(active) == self.num_tasks:
+            combined = weights @ rows
+        else:
+            combined = rows[active[0]] * weights[active[0]]
+            for k in active[1:]:
+                combined.add_(rows[k], alpha=float(weights[k]))
+        if scale != 1.0:
+            combined.mul_(scale)
+        return combined
 
     def task_gradients(self) -> torch.Tensor:
         """The whole ``J`` (K × P) after :meth:`reduce` (sharded: one all-gather of every rank's columns)."""
@@ -280,6 +286,75 @@ class TaskGradientBuffer:
         self.touched = [False] * len(self.params)
         self._owned = None
         self._gram = None
+
+
+class ShardedParameterBuffer(TaskGradientBuffer):
+    """``J`` over parameters FSDP2 (``fully_shard``) already shards: each rank holds its shards' columns.
+
+    FSDP's reduce-scatter leaves in every rank's ``.grad`` its shard of the gradient averaged over ranks, so
+    :meth:`add` takes those local shards, no ``J`` element crosses ranks again, and :meth:`reduce` all-reduces
+    only the partial Grams (K×K) and the seen/touched flags. The update ``Σ_k w_k J_k`` is written into each
+    parameter's ``.grad`` as a sharded ``DTensor`` like the ones FSDP produces, for the optimizer to step on
+    the shards. Elements sent per rank and step: FSDP's K reduce-scatters of P plus the K×K Gram (a plain FSDP
+    step: one reduce-scatter of P).
+
+    Args:
+        shared_params: the shared parameters, ``DTensor`` s sharded by ``fully_shard``.
+        num_tasks: K.
+    """
+
+    def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int) -> None:
+        from torch.distributed.tensor import DTensor
+
+        plain = [i for i, p in enumerate(shared_params) if not isinstance(p, DTensor)]
+        if plain:
+            raise ValueError(f"ShardedParameterBuffer needs FSDP2-sharded (DTensor) parameters; parameter(s) at "
+                             f"position(s) {plain[:5]} are plain tensors.")
+        self.sharded_params = list(shared_params)
+        super().__init__([p.to_local() for p in self.sharded_params], num_tasks, shard=False)
+
+    def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Sum the partial Grams and the flags over ranks (``J``'s rows are FSDP's averages already)."""
+        if extra is not None:
+            raise ValueError("Under FSDP the task-specific gradients are reduced by FSDP itself; pass no `extra`.")
+        self._zero_unseen_rows()
+        self.elements_sent = 0
+        self._owned = self.jacobian
+        k = self.num_tasks
+        small = torch.cat([blocked_gram(self._owned).reshape(-1), self._flags().double()])
+        if distributed():
+            self._all_reduce(small)
+        self._gram = small[: k * k].view(k, k).clone()
+        self._set_flags(small[k * k :])
+        return None
+
+    def write_combination(self, weights: torch.Tensor, scale: float = 1.0) -> None:
+        """Set each parameter's ``.grad`` to its shard of ``scale · Σ_k w_k J_k`` (``None`` where no task's
+        loss reached the parameter on any rank)."""
+        combined = self._combined_rows(weights, scale)
+        for param, piece, touched in zip(self.sharded_params, self._split(combined), self.touched, strict=True):
+            param.grad = self._as_sharded(param, piece.to(param.dtype)) if touched else None
+
+    def task_gradients(self) -> torch.Tensor:
+        """The whole ``J`` (K × P, parameters in order), gathered from every rank's shards."""
+        rows = self._owned if self._owned is not None else self.jacobian
+        return torch.stack([
+            torch.cat([self._as_sharded(param, piece).full_tensor().reshape(-1)
+                       for param, piece in zip(self.sharded_params, self._split(row), strict=True)])
+            for row in rows
+        ])
+
+    def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """``flat`` (this rank's columns) cut into the local shapes of the parameters' shards."""
+        sizes = [local.numel() for local in self.params]
+        return [piece.view_as(local) for piece, local in zip(flat.split(sizes), self.params, strict=True)]
+
+    @staticmethod
+    def _as_sharded(param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.tensor import DTensor
+
+        return DTensor.from_local(local.contiguous(), param.device_mesh, param.placements, run_check=False,
+                                  shape=param.shape, stride=param.stride())
 
 
 def flatten_grads(params: Sequence[torch.nn.Parameter]) -> torch.Tensor | None:

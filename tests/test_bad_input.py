@@ -64,7 +64,7 @@ def test_soft_sharing_trains_with_a_loss_based_combiner(tmp_path, tiny_encoder_d
 
 
 @pytest.mark.parametrize("engine", ["FSDP", "DeepSpeed"])
-def test_params_mode_refuses_sharded_engines(engine, tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+def test_params_mode_refuses_fsdp1_and_deepspeed(engine, tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
                                              three_task_data):
     model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
     trainer = MultiTaskTrainer(model, args(tmp_path, combiner="mgda"), train_dataset=three_task_data,

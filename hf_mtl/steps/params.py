@@ -7,6 +7,11 @@ reduce-scattered, so that each rank forms the partial Gram of its columns and on
 (``shard_task_gradients``) — the combiner is called once, and ``Σ_k w_k J_k`` is written into the shared
 parameters' ``.grad``. Disjoint task data costs about one plain step; shared inputs cost K backward
 passes through the encoder (use ``encoder_output`` mode to avoid them).
+
+Under FSDP2 (``fully_shard``, e.g. accelerate's FSDP plugin with ``fsdp_version: 2``) the parameters are
+already sharded: the micro-batch runs one forward of the sharded model and one backward per task, FSDP
+reduce-scatters each task's gradient into the parameters' shards, and those shards are the task's row of a
+:class:`~hf_mtl.gradients.ShardedParameterBuffer`; only the K×K Gram crosses ranks besides.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hf_mtl.gradients import TaskGradientBuffer, flatten_grads, unflatten_into_grads
-from hf_mtl.steps.base import StepStrategy, register_step_strategy, solve_weights
+from hf_mtl.gradients import ShardedParameterBuffer, TaskGradientBuffer, flatten_grads, unflatten_into_grads
+from hf_mtl.steps.base import StepStrategy, ordered_losses, register_step_strategy, solve_weights
 from hf_mtl.steps.record import StepRecord
 
 
@@ -30,12 +35,14 @@ class ParamsStep(StepStrategy):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.context.engine is not None:
+        engine = self.context.engine
+        if engine is not None and not (engine == "FSDP" and getattr(self.context.accelerator, "is_fsdp2", False)):
             raise ValueError(
-                f"gradient_mode='params' is not supported under {self.context.engine}: per-task gradient buffers need "
-                "whole parameters on every rank. Use DDP (torchrun / accelerate multi-GPU; the buffer is then sharded "
-                "across ranks itself, see shard_task_gradients), gradient_mode='encoder_output' (its final backward is "
-                "a plain backward any engine runs) or a loss-based combiner."
+                f"gradient_mode='params' is not supported under {engine}"
+                f"{' version 1' if engine == 'FSDP' else ''}: its per-task gradients need whole parameters on every "
+                "rank, or FSDP2's sharded ones (accelerate's FSDP plugin with fsdp_version: 2). Use FSDP2, DDP "
+                "(torchrun / accelerate multi-GPU; see shard_task_gradients), gradient_mode='encoder_output' (its final "
+                "backward is a plain backward any engine runs) or a loss-based combiner."
             )
         self._buffer: TaskGradientBuffer | None = None  # K×P, allocated at the first step
         self._loss_sum = torch.zeros(self.context.num_tasks, dtype=torch.float64)
@@ -48,12 +55,13 @@ class ParamsStep(StepStrategy):
     def micro_batch(self, model: nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
         context, module = self.context, self.module
         if self._buffer is None:
-            self._buffer = TaskGradientBuffer(module.shared_parameters(), context.num_tasks,
-                                              shard=context.shard_task_gradients)
+            self._buffer = self._new_buffer()
         scale = context.micro_batch_scale * context.grad_scale()
         names = context.task_names
         losses: list[torch.Tensor] = []
-        if "task_batches" in inputs:
+        if isinstance(self._buffer, ShardedParameterBuffer):
+            losses = self._backward_per_task(model, inputs, scale)
+        elif "task_batches" in inputs:
             module.check_tasks(list(inputs["task_batches"]))
             for k, name in enumerate(names):
                 sub_batch = inputs["task_batches"].get(name)
@@ -77,6 +85,34 @@ class ParamsStep(StepStrategy):
         self._loss_sum += stacked.double().cpu() * context.micro_batch_scale
         return context.reported_loss(stacked)
 
+    def _new_buffer(self) -> TaskGradientBuffer:
+        shared = self.module.shared_parameters()
+        if any(type(p).__name__ == "DTensor" for p in shared):  # sharded by FSDP2 (fully_shard)
+            return ShardedParameterBuffer(shared, self.context.num_tasks)
+        return TaskGradientBuffer(shared, self.context.num_tasks, shard=self.context.shard_task_gradients)
+
+    def _backward_per_task(self, model: nn.Module, inputs: Mapping[str, Any], scale: float) -> list[torch.Tensor]:
+        """FSDP2: one forward of the sharded model, one backward per task; each task's reduce-scattered shards go
+        to its row and leave ``.grad`` empty for the next task (the heads' shards accumulate in ``.grad``)."""
+        context, buffer = self.context, self._buffer
+        if hasattr(model, "set_requires_gradient_sync"):
+            model.set_requires_gradient_sync(True)  # accelerate's no_sync defers it; every task's shard is needed now
+        if "task_batches" in inputs:
+            self.module.check_tasks(list(inputs["task_batches"]))
+            forward = {"task_batches": inputs["task_batches"]}
+        else:
+            self.module.check_tasks(list(inputs["labels"]))
+            forward = {"inputs": inputs["inputs"], "labels": inputs["labels"]}
+        with context.autocast():
+            task_losses = model(**forward).task_losses
+        losses = ordered_losses(task_losses, context)
+        for k in range(context.num_tasks):
+            (losses[k] * scale).backward(retain_graph=k < context.num_tasks - 1)
+            buffer.add(k, [None if p.grad is None else p.grad.to_local() for p in buffer.sharded_params])
+            for param in buffer.sharded_params:
+                param.grad = None
+        return list(losses.detach())
+
     def _accumulate(self, k: int, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
         shared = self._buffer.params
         specific = self.module.task_specific_parameters(name)
@@ -89,10 +125,13 @@ class ParamsStep(StepStrategy):
     def end_step(self) -> StepRecord:
         context, module, buffer = self.context, self.module, self._buffer
         record = self.new_record()
-        specific = [p for n in context.task_names for p in module.task_specific_parameters(n)]
-        reduced = buffer.reduce(flatten_grads(specific))
-        if reduced is not None:
-            unflatten_into_grads(specific, reduced)
+        if isinstance(buffer, ShardedParameterBuffer):
+            buffer.reduce()  # the heads' shards were reduce-scattered by FSDP with each task's backward
+        else:
+            specific = [p for n in context.task_names for p in module.task_specific_parameters(n)]
+            reduced = buffer.reduce(flatten_grads(specific))
+            if reduced is not None:
+                unflatten_into_grads(specific, reduced)
         grad_scale = context.grad_scale()
         gram = buffer.gram() / (grad_scale * grad_scale)
         losses = context.mean_over_ranks(self._loss_sum)
