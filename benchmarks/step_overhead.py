@@ -20,7 +20,11 @@ Under ``torchrun`` (``--nproc_per_node W``) every rank runs the same steps on it
 the distributed ones: ``plain`` is the local step plus the one all-reduce of every gradient that DDP does,
 ``params_sharded`` reduce-scatters the per-task gradients and all-reduces the K×K Gram
 (``shard_task_gradients=True``), ``params_allreduce`` all-reduces the K×P buffer whole; ``elements_sent``
-counts what one rank sends per step (ring algorithm).
+counts what one rank sends per step (ring algorithm). With ``--fsdp`` the model is sharded by FSDP2's
+``fully_shard`` (each encoder layer, then the root): ``plain`` is one backward of the summed loss (one
+reduce-scatter of the gradients), ``params_fsdp`` the ``params`` step (one backward and reduce-scatter per
+task, the K×K Gram all-reduced); ``elements_sent`` counts the gradient reductions (the parameter all-gathers
+are the same in both).
 
 Peak memory (MiB) is what two steps of one method add to a fresh process that has built the model and the
 batch: the peak resident set above the set-up state (CPU, Linux: ``/proc/self/clear_refs`` resets the peak),
@@ -30,6 +34,7 @@ share of it.
     python benchmarks/step_overhead.py --quick              # < 60 s on 2 cores
     python benchmarks/step_overhead.py --json results.json  # full table
     torchrun --nproc_per_node 2 benchmarks/step_overhead.py --json results_ddp.json
+    torchrun --nproc_per_node 2 benchmarks/step_overhead.py --fsdp --layouts disjoint --json results_fsdp.json
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from hf_mtl.gradients import average_gradients_over_ranks, distributed
 METHODS = ("plain", "params", "encoder_output", "autograd_floor", "autograd_batched", "torchjd_mgda",
            "torchjd_upgrad")
 DISTRIBUTED_METHODS = ("plain", "params_sharded", "params_allreduce")
+FSDP_METHODS = ("plain", "params_fsdp")
 
 
 def make_batch(tokenizer: Any, layout: str, num_tasks: int, batch_size: int, seq_len: int,
@@ -83,17 +89,26 @@ class Bench:
     """One model and batch; a step function per method, each leaving the summed-or-combined ``.grad``."""
 
     def __init__(self, layout: str, num_tasks: int, batch_size: int, seq_len: int, device: torch.device,
-                 output_dir: str, baseline_ref: str | None = None) -> None:
+                 output_dir: str, baseline_ref: str | None = None, fsdp: bool = False) -> None:
         encoder = embedded_encoder_path()
         tokenizer = AutoTokenizer.from_pretrained(encoder)
         self.tasks, self.batch = make_batch(tokenizer, layout, num_tasks, batch_size, seq_len, device)
         torch.manual_seed(0)
         self.model = MultiTaskModel.from_encoder(encoder, self.tasks).to(device)
+        self.fsdp = fsdp
+        if fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in self.model.encoder.encoder.layer:
+                fully_shard(layer)
+            fully_shard(self.model)
         common = dict(output_dir=output_dir, report_to=[], use_cpu=device.type == "cpu", disable_tqdm=True,
                       per_device_train_batch_size=batch_size)
         self.plain = Trainer(self.model, TrainingArguments(**common))
         variants = {"params": ("params", None), "encoder_output": ("encoder_output", None),
                     "params_sharded": ("params", True), "params_allreduce": ("params", False)}
+        if fsdp:
+            variants = {"params_fsdp": ("params", None)}
         if baseline_ref:
             variants[f"params@{baseline_ref}"] = ("params", None)
         self.engines = {
@@ -128,8 +143,9 @@ class Bench:
         return lambda: self._torchjd(method.removeprefix("torchjd_"))
 
     def _plain(self) -> None:
-        self.plain.training_step(self.model, self.batch)
-        average_gradients_over_ranks([p for p in self.model.parameters() if p.requires_grad])  # DDP's all-reduce
+        self.plain.training_step(self.model, self.batch)  # under FSDP its backward reduce-scatters
+        if not self.fsdp:
+            average_gradients_over_ranks([p for p in self.model.parameters() if p.requires_grad])  # DDP's all-reduce
 
     def _losses_and_features(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         model = self.model
@@ -219,7 +235,7 @@ def synchronize() -> None:
 
 def methods_for(layout: str, args: argparse.Namespace) -> list[str]:
     if distributed():
-        return list(DISTRIBUTED_METHODS)
+        return list(FSDP_METHODS if args.fsdp else DISTRIBUTED_METHODS)
     methods = [m for m in METHODS if layout == "shared" or not m.startswith("autograd_")]
     if args.baseline_ref:
         methods.insert(2, f"params@{args.baseline_ref}")
@@ -234,6 +250,11 @@ def elements_sent(bench: Bench, method: str) -> int | None:
     if not distributed():
         return None
     world = torch.distributed.get_world_size()
+    if bench.fsdp:  # one reduce-scatter of the gradients per backward; params_fsdp: one per task + the Gram
+        scatter = sum(p.numel() for p in bench.model.parameters() if p.requires_grad) * (world - 1) // world
+        if method == "plain":
+            return scatter
+        return len(bench.tasks) * scatter + bench.engines[method].step_strategy.buffer.elements_sent
     if method == "plain":
         numel = sum(p.numel() for p in bench.model.parameters() if p.requires_grad) + len(list(bench.model.parameters()))
         return 2 * numel * (world - 1) // world
@@ -241,7 +262,8 @@ def elements_sent(bench: Bench, method: str) -> int | None:
 
 
 def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    bench = Bench(layout, num_tasks, args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref)
+    bench = Bench(layout, num_tasks, args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref,
+                  fsdp=args.fsdp)
     methods = methods_for(layout, args)
     for method in methods:  # warm-up
         bench.run_once(method)
@@ -274,6 +296,8 @@ def peak_memory(layout: str, num_tasks: int, methods: list[str], args: argparse.
                str(args.batch_size), "--seq_len", str(args.seq_len), "--output_dir", args.output_dir]
         if args.baseline_ref:
             cmd += ["--baseline_ref", args.baseline_ref]
+        if args.fsdp:
+            cmd.append("--fsdp")
         launched = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
                     "MASTER_PORT", "TORCHELASTIC_RUN_ID")
         env = {k: v for k, v in os.environ.items() if k not in launched}
@@ -313,7 +337,8 @@ def peak_above_setup(run_step: Callable[[], None], device: torch.device) -> floa
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
     """Print the peak memory of two steps of one method above the state right after set-up (MiB)."""
     layout, num_tasks, method = spec.split(",")
-    bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref)
+    bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref,
+                  fsdp=args.fsdp)
     peak = peak_above_setup(lambda: bench.run_once(method), device)
     if not distributed() or torch.distributed.get_rank() == 0:
         print("peak", peak)
@@ -339,6 +364,7 @@ def main() -> None:
     parser.add_argument("--skip_torchjd", action="store_true")
     parser.add_argument("--methods", help="comma-separated subset of the methods (plain is always timed)")
     parser.add_argument("--baseline_ref", help="also time params with the TaskGradientBuffer of this git revision")
+    parser.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP2's fully_shard")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args._memory_probe:
