@@ -74,6 +74,28 @@ def test_params_mode_refuses_fsdp1_and_deepspeed(engine, tmp_path, tiny_encoder_
         ParamsStep(sharded, model, trainer.combiner)
 
 
+@pytest.mark.parametrize(("mode", "combiner", "message"), [
+    ("encoder_output", "mgda", "gradient_mode='encoder_output' with gradient accumulation replays micro-batches"),
+    ("params", "uncertainty", "Combiner 'uncertainty' reads the step's losses"),
+])
+@pytest.mark.parametrize("engine", ["FSDP", "DeepSpeed"])
+def test_replaying_steps_refuse_accumulation_under_sharding_engines(mode, combiner, message, engine, tmp_path,
+                                                                   tiny_encoder_dir, tokenizer, three_tasks,
+                                                                   three_task_data):
+    """``encoder_output`` mode and loss-reading combiners replay accumulated micro-batches on whole parameters,
+    which FSDP and DeepSpeed do not keep: the first micro-batch says so, before anything is trained."""
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
+    trainer = MultiTaskTrainer(model, args(tmp_path, combiner=combiner, gradient_mode=mode),
+                               train_dataset=three_task_data, processing_class=tokenizer)
+    sharded = dataclasses.replace(trainer.step_strategy.context, engine=engine, accumulation=lambda: 2)
+    strategy = type(trainer.step_strategy)(sharded, model, trainer.combiner)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=f"{message}.*{engine}"):
+        strategy.micro_batch(model, next(iter(trainer.get_train_dataloader())))
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 @pytest.mark.parametrize("combiner", ["mgda", "linear"])
 def test_drop_task_policy_trains_the_other_tasks(combiner, tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
                                                  three_task_data):

@@ -1,7 +1,8 @@
 """Worker for the distributed tests: trains a tiny multi-task model and saves its parameters.
 
-Run under ``torchrun --nproc_per_node 2`` (gloo, CPU) or as a single process with gradient accumulation
-2; both see the same global batches, so both must reach the same parameters.
+Run under ``torchrun --nproc_per_node 2`` (gloo, CPU; with ``--fsdp2`` the model is sharded by accelerate's
+FSDP2 plugin) or as a single process with gradient accumulation 2; all see the same global batches, so all
+must reach the same parameters.
 """
 
 from __future__ import annotations
@@ -28,6 +29,28 @@ class InverseNorm(Combiner):
         return 1.0 / gram.diagonal().sqrt()
 
 
+def allow_fsdp_on_cpu() -> None:
+    """Let accelerate's FSDP plugin run on CPU processes (gloo).
+
+    accelerate 1.16 turns the plugin on only for accelerator devices (``AcceleratorState`` checks for MULTI_GPU,
+    MULTI_XPU, ...); FSDP2's ``fully_shard`` itself runs on CPU with gloo. This makes the one change the plugin
+    needs — ``distributed_type`` FSDP with the plugin set — so the Trainer's FSDP2 path (accelerate's
+    ``fsdp2_prepare_model``, the Trainer's FSDP branches, ``params`` mode's sharded buffer) runs here as on GPUs.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    original = AcceleratorState.__init__
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    AcceleratorState.__init__ = init
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--encoder", required=True)
@@ -40,7 +63,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--lora_r", type=int, default=None, help="LoRA of this rank on the encoder (peft)")
     parser.add_argument("--shard_task_gradients", choices=["auto", "True", "False"], default="auto")
+    parser.add_argument("--fsdp2", action="store_true", help="FSDP2 through accelerate's FSDP plugin (gloo, CPU)")
     args = parser.parse_args()
+    if args.fsdp2:
+        allow_fsdp_on_cpu()
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.encoder)
     tasks = [Task("polarity", num_labels=2), Task("size", num_labels=3)]
@@ -67,16 +93,20 @@ def main() -> None:
         gradient_accumulation_steps=args.accumulation, max_steps=args.steps, learning_rate=1e-3, report_to=[],
         save_strategy="no", seed=0, use_cpu=True, sampling_strategy="uniform", gradient_mode=args.mode,
         train_sampling_strategy="sequential", disable_tqdm=True, dataloader_num_workers=0, logging_steps=1,
-        shard_task_gradients=None if args.shard_task_gradients == "auto" else args.shard_task_gradients == "True")
+        shard_task_gradients=None if args.shard_task_gradients == "auto" else args.shard_task_gradients == "True",
+        **({"fsdp": True, "fsdp_config": {"fsdp_version": 2, "transformer_layer_cls_to_wrap": ["BertLayer"],
+                                                  "reshard_after_forward": True}} if args.fsdp2 else {}))
     combiner = InverseNorm() if args.combiner == "inverse_norm" else get_combiner(args.combiner)
     trainer = MultiTaskTrainer(model, training_args, train_dataset=train, processing_class=tokenizer,
                                combiner=combiner)
     trainer.train()
+    state = trainer.accelerator.get_state_dict(trainer.model)  # FSDP2: gathered from the shards on every rank
     if trainer.args.process_index == 0:
-        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
+        torch.save({k: v.detach().clone() for k, v in state.items()},
                    os.path.join(args.out, "params.pt"))
         torch.save(initial, os.path.join(args.out, "initial.pt"))
-        torch.save({"state": trainer.combiner.state_dict(), "weights": trainer.last_step.weights},
+        torch.save({"state": trainer.combiner.state_dict(), "weights": trainer.last_step.weights,
+                    "buffer": type(getattr(trainer.step_strategy, "buffer", None)).__name__, "fsdp2": trainer.accelerator.is_fsdp2},
                    os.path.join(args.out, "combiner.pt"))
 
 

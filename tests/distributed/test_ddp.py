@@ -21,14 +21,19 @@ def run(cmd: list[str], cwd: Path) -> None:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
 
 
-def run_one_and_two_processes(common: list[str], reference: str, tmp_path) -> tuple:
-    """Run the worker once in one process (batch 4 × accumulation 2, or batch 8) and once on 2 ranks × batch 4;
-    returns the two output directories."""
+def run_one_and_two_processes(common: list[str], reference: str, tmp_path, ranks_only: tuple[str, ...] = ()) -> tuple:
+    """Run the worker once in one process and once on 2 ranks, with a global batch of 8 either way: 1 × (batch 4,
+    accumulation 2) vs 2 × batch 4 (``accumulation``), 1 × batch 8 vs 2 × batch 4 (``big_batch``) or 1 × (batch
+    2, accumulation 4) vs 2 × (batch 2, accumulation 2) (``accumulation_on_ranks``). ``ranks_only``: extra
+    options of the two-rank run. Returns the two output directories."""
     one, two = tmp_path / "one", tmp_path / "two"
-    single = ["--batch_size", "4", "--accumulation", "2"] if reference == "accumulation" else ["--batch_size", "8"]
+    single, ranks = {"accumulation": (["--batch_size", "4", "--accumulation", "2"], ["--batch_size", "4"]),
+                     "big_batch": (["--batch_size", "8"], ["--batch_size", "4"]),
+                     "accumulation_on_ranks": (["--batch_size", "2", "--accumulation", "4"],
+                                               ["--batch_size", "2", "--accumulation", "2"])}[reference]
     run([sys.executable, str(WORKER), *common, *single, "--out", str(one)], tmp_path)
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(29500 + os.getpid() % 1000), str(WORKER), *common, "--batch_size", "4", "--out", str(two)], tmp_path)
+         str(29500 + os.getpid() % 1000), str(WORKER), *common, *ranks, *ranks_only, "--out", str(two)], tmp_path)
     return one, two
 
 
@@ -83,3 +88,32 @@ def test_lora_two_processes_match_one_process(layout, reference, tmp_path, tiny_
     frozen = [n for n in b if n.startswith("encoder.") and "lora_" not in n]
     assert adapter and all(not torch.equal(initial[n], b[n]) for n in adapter), "the adapter did not train"
     assert frozen and all(torch.equal(initial[n], b[n]) for n in frozen), "a frozen encoder weight moved"
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize(("mode", "layout", "reference", "combiner"), [
+    ("params", "disjoint", "accumulation", "inverse_norm"),
+    ("params", "shared", "big_batch", "mgda"),
+    ("params", "disjoint", "accumulation_on_ranks", "pcgrad"),
+    ("params", "shared", "big_batch", "uncertainty"),  # loss-based: a plain backward under FSDP
+    ("encoder_output", "shared", "big_batch", "mgda"),
+])
+def test_fsdp2_plugin_two_processes_match_one_process(mode, layout, reference, combiner, tmp_path, tiny_encoder_dir):
+    """Through the Trainer under accelerate's FSDP2 plugin (``fsdp_version: 2``, each BertLayer and the root
+    sharded by ``fully_shard``; on CPU the worker lets accelerate select the plugin, see ``allow_fsdp_on_cpu``),
+    two ranks reach the parameters and weights of one unsharded process with the same global batch. In
+    ``params`` mode the per-task gradients come from FSDP's reduce-scatter into the shards (with gradient
+    accumulation too, where accelerate defers FSDP's sync); ``encoder_output`` mode's final backward and a
+    loss-based combiner's are plain FSDP backwards."""
+    common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout, "--combiner", combiner]
+    one, two = run_one_and_two_processes(common, reference, tmp_path, ranks_only=("--fsdp2",))
+    sharded = torch.load(two / "combiner.pt", weights_only=False)
+    single = torch.load(one / "combiner.pt", weights_only=False)
+    assert sharded["fsdp2"] is True
+    assert sharded["buffer"] == ("ShardedParameterBuffer" if single["buffer"] == "TaskGradientBuffer" else "NoneType")
+    a, b = torch.load(one / "params.pt"), torch.load(two / "params.pt")
+    assert_same_parameters(b, a, f"fsdp2/{mode}/{layout}/{combiner}")
+    assert_same_state(sharded["state"], single["state"], combiner)
+    torch.testing.assert_close(sharded["weights"], single["weights"], rtol=1e-4, atol=1e-6)
+    initial = torch.load(two / "initial.pt")
+    assert any(not torch.equal(initial[n], b[n]) for n in b if n.startswith("encoder.")), "nothing trained"

@@ -2,8 +2,8 @@
 reduce-scatter into the parameters' shards, and the Gram, the combiner's weights, the gathered task gradients
 and the parameters after two AdamW steps match plain autograd on an unsharded copy fed every rank's data.
 
-FSDP2 runs on CPU with gloo in torch 2.13 when called directly; accelerate's FSDP plugin does not (it is only
-enabled for accelerator devices), so the Trainer-level FSDP path needs a GPU machine (docs/launch.md)."""
+FSDP2 runs on CPU with gloo in torch 2.13. The same mode through the Trainer and accelerate's FSDP2 plugin is
+tested in ``test_ddp.py::test_fsdp2_plugin_two_processes_match_one_process``."""
 
 from __future__ import annotations
 
