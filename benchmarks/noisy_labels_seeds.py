@@ -5,8 +5,8 @@ Each row is one method of one recipe configuration. A configuration is run once 
 ``python recipes/noisy_labels.py --seed S --output_dir ROOT/sS_CONFIG ARGS`` (skipped when its
 ``metrics.json`` already holds the methods: runs resume, and finished seeds are not repeated); the seed draws
 the clean/noisy split, the label noise and the training order. The table gives the sample mean ± sd over the
-seeds of test accuracy, macro F1, the masked rates over corrupted and intact examples (``noise_report.json``)
-and the training wall time.
+seeds of test accuracy, macro F1, the masked rates over corrupted and intact examples and the fraction of
+masking decisions that follow the example's label (``noise_report.json``), and the training wall time.
 
     python benchmarks/noisy_labels_seeds.py --seeds 42,43,44 --json benchmarks/results_noisy_labels_seeds.json
 """
@@ -41,7 +41,9 @@ ROWS = [  # (label, configuration, method)
     ("plain, noisy ∪ clean", "references", "noisy_plus_clean"),
     ("plain, clean only", "references", "clean_only"),
 ]
-FIGURES = ("accuracy", "macro_f1", "masked_rate_corrupted", "masked_rate_intact", "train_wall_time_s")
+FIGURES = ("accuracy", "macro_f1", "masked_rate_corrupted", "masked_rate_intact", "mask_label_agreement",
+           "train_wall_time_s")
+DIGITS = {"mask_label_agreement": 2, "train_wall_time_s": 0}  # the others: 3
 
 
 def run_dir(root: Path, seed: int, config: str) -> Path:
@@ -85,11 +87,10 @@ def mean_sd(values: list[float | None], digits: int) -> str:
 
 
 def table(runs: dict[int, dict[str, dict[str, float | None]]]) -> str:
-    lines = ["| method | accuracy | macro F1 | masked_rate_corrupted | masked_rate_intact | train wall s |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | accuracy | macro F1 | masked_rate_corrupted | masked_rate_intact | mask/label agreement "
+             "| train wall s |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, _config, _method in ROWS:
-        cells = [mean_sd([runs[s][label][name] for s in runs], 0 if name == "train_wall_time_s" else 3)
-                 for name in FIGURES]
+        cells = [mean_sd([runs[s][label][name] for s in runs], DIGITS.get(name, 3)) for name in FIGURES]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

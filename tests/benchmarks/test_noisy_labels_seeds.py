@@ -23,7 +23,8 @@ def write_run(root: Path, seed: int, accuracy: dict[str, float], masked: float |
         methods = args[args.index("--methods") + 1].split(",")
         metrics = {m: {"accuracy": accuracy[m], "macro_f1": accuracy[m] - 0.01, "train_wall_time_s": 100.0 + seed}
                    for m in methods}
-        report = {"methods": {m: {"masked_rate_corrupted": masked, "masked_rate_intact": 0.25}
+        report = {"methods": {m: {"masked_rate_corrupted": masked, "masked_rate_intact": 0.25,
+                                  "mask_label_agreement": masked + 0.2}
                               for m in methods if m == "example" and masked is not None}}
         (directory / "metrics.json").write_text(json.dumps(metrics))
         (directory / "noise_report.json").write_text(json.dumps(report))
@@ -41,8 +42,9 @@ def test_table_is_mean_and_sample_sd_over_seeds(tmp_path, monkeypatch):
     lines = seeds.table(runs).splitlines()
     assert len(lines) == 2 + len(seeds.ROWS)
     # accuracy 0.5 and 0.7: mean 0.6, sample sd 0.1414; masked 0.4/0.6 likewise; wall 101/102 s
-    assert lines[2] == "| baseline (noisy only) | 0.600 ± 0.141 | 0.590 ± 0.141 | – | – | 102 ± 1 |", lines[2]
-    assert lines[3] == "| example masking | 0.600 ± 0.141 | 0.590 ± 0.141 | 0.500 ± 0.141 | 0.250 ± 0.000 | 102 ± 1 |", lines[3]
+    assert lines[2] == "| baseline (noisy only) | 0.600 ± 0.141 | 0.590 ± 0.141 | – | – | – | 102 ± 1 |", lines[2]
+    assert lines[3] == ("| example masking | 0.600 ± 0.141 | 0.590 ± 0.141 | 0.500 ± 0.141 | 0.250 ± 0.000 | 0.70 ± 0.14 "
+                        "| 102 ± 1 |"), lines[3]
 
 
 def test_an_unfinished_configuration_is_run(tmp_path, monkeypatch):
