@@ -95,6 +95,7 @@ def test_lora_two_processes_match_one_process(layout, reference, tmp_path, tiny_
     ("params", "disjoint", "accumulation", "inverse_norm"),
     ("params", "shared", "big_batch", "mgda"),
     ("params", "disjoint", "accumulation_on_ranks", "pcgrad"),
+    ("params_lora", "disjoint", "accumulation", "inverse_norm"),  # LoRA r=4: only adapter and heads train
     ("params", "shared", "big_batch", "uncertainty"),  # loss-based: a plain backward under FSDP
     ("encoder_output", "shared", "big_batch", "mgda"),
 ])
@@ -105,7 +106,11 @@ def test_fsdp2_plugin_two_processes_match_one_process(mode, layout, reference, c
     ``params`` mode the per-task gradients come from FSDP's reduce-scatter into the shards (with gradient
     accumulation too, where accelerate defers FSDP's sync); ``encoder_output`` mode's final backward and a
     loss-based combiner's are plain FSDP backwards."""
-    common = ["--encoder", tiny_encoder_dir, "--mode", mode, "--layout", layout, "--combiner", combiner]
+    lora = ["--lora_r", "4"] if mode.endswith("_lora") else []
+    if lora:
+        pytest.importorskip("peft")
+    common = ["--encoder", tiny_encoder_dir, "--mode", mode.removesuffix("_lora"), "--layout", layout,
+              "--combiner", combiner, *lora]
     one, two = run_one_and_two_processes(common, reference, tmp_path, ranks_only=("--fsdp2",))
     sharded = torch.load(two / "combiner.pt", weights_only=False)
     single = torch.load(one / "combiner.pt", weights_only=False)
@@ -116,4 +121,7 @@ def test_fsdp2_plugin_two_processes_match_one_process(mode, layout, reference, c
     assert_same_state(sharded["state"], single["state"], combiner)
     torch.testing.assert_close(sharded["weights"], single["weights"], rtol=1e-4, atol=1e-6)
     initial = torch.load(two / "initial.pt")
-    assert any(not torch.equal(initial[n], b[n]) for n in b if n.startswith("encoder.")), "nothing trained"
+    changed = {n for n in b if n.startswith("encoder.") and not torch.equal(initial[n], b[n])}
+    assert changed, "nothing trained"
+    if lora:  # the frozen encoder weights stay as loaded on every rank
+        assert all("lora_" in n for n in changed), sorted(changed)
