@@ -29,11 +29,13 @@ CONFIGS = {  # name: the recipe's arguments besides --seed and --output_dir
     "balanced": ["--masking_balance_labels", "True", "--methods", "example"],
     "balanced_clean": ["--masking_balance_labels", "True", "--masking_train_on_clean", "True", "--methods", "example"],
     "references": ["--methods", "noisy_plus_clean,clean_only"],
+    "clean_batch_64": ["--masking_clean_batch_size", "64", "--methods", "example"],
 }
 ROWS = [  # (label, configuration, method)
     ("baseline (noisy only)", "default", "baseline"),
     ("example masking", "default", "example"),
     ("batch mode", "default", "batch"),
+    ("example masking, clean batch of 64 (`--masking_clean_batch_size 64`)", "clean_batch_64", "example"),
     ("example masking + clean", "clean", "example"),
     ("example masking, label-balanced (`--masking_balance_labels True`)", "balanced", "example"),
     ("example masking, label-balanced + clean", "balanced_clean", "example"),
