@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The noisy-label table over several seeds: every README row of ``recipes/noisy_labels.py``, mean ± sd.
+"""The noisy-label table over several seeds: every row of ``recipes/noisy_labels.py`` in the README and docs/masking.md, mean ± sd.
 
 Each row is one method of one recipe configuration. A configuration is run once per seed with
 ``python recipes/noisy_labels.py --seed S --output_dir ROOT/sS_CONFIG ARGS`` (skipped when its
