@@ -12,6 +12,7 @@ import os
 
 import datasets
 import torch
+import torch.distributed as dist
 from transformers import AutoTokenizer
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
@@ -108,6 +109,9 @@ def main() -> None:
         torch.save({"state": trainer.combiner.state_dict(), "weights": trainer.last_step.weights,
                     "buffer": type(getattr(trainer.step_strategy, "buffer", None)).__name__, "fsdp2": trainer.accelerator.is_fsdp2},
                    os.path.join(args.out, "combiner.pt"))
+    if dist.is_initialized():  # left to interpreter exit, gloo's threads can abort a rank (SIGABRT, pytorch#190489)
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

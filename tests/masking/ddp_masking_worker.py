@@ -81,6 +81,9 @@ def main() -> None:
         if rank == 0:
             torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                        os.path.join(args.out, f"{name}_params.pt"))
+    if dist.is_initialized():  # left to interpreter exit, gloo's threads can abort a rank (SIGABRT, pytorch#190489)
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
