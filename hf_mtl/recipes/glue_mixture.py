@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         with open(os.path.join(training_args.output_dir, "results.md"), "w", encoding="utf-8") as handle:
             handle.write(table + "\n")
         print(table)
+    trainer.end_training()  # under torchrun/accelerate launch: the process group ends before interpreter exit
     return metrics
 
 

@@ -10,6 +10,7 @@ clean stream) is saved in and restored from Trainer checkpoints. A run whose las
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -201,6 +202,20 @@ class StepTrainer(Trainer):
                     logs["loss"] = float("nan")
             self._window_steps = self._window_skipped = 0
         super().log(logs, start_time)
+
+    def end_training(self) -> None:
+        """End a distributed run: drop this Trainer's DDP/FSDP wrappers, then destroy the process group (as
+        ``Accelerator.end_training``; nothing to do in a single process). Call it last: the Trainer cannot run
+        collectives afterwards.
+
+        The DDP wrapper keeps the process group, and so gloo's worker threads, alive after
+        ``destroy_process_group``; left to interpreter exit they can abort a rank with SIGABRT ("terminate called
+        without an active exception") after a run that finished and saved everything.
+        """
+        self.model_wrapped = self.model
+        self.accelerator.free_memory()
+        gc.collect()
+        self.accelerator.end_training()
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:

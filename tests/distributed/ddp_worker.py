@@ -8,7 +8,11 @@ must reach the same parameters.
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
+import sys
+from pathlib import Path
 
 import datasets
 import torch
@@ -102,16 +106,33 @@ def main() -> None:
                                combiner=combiner)
     trainer.train()
     state = trainer.accelerator.get_state_dict(trainer.model)  # FSDP2: gathered from the shards on every rank
+    buffer = getattr(trainer.step_strategy, "buffer", None)  # params mode's per-task gradient buffer
     if trainer.args.process_index == 0:
         torch.save({k: v.detach().clone() for k, v in state.items()},
                    os.path.join(args.out, "params.pt"))
         torch.save(initial, os.path.join(args.out, "initial.pt"))
         torch.save({"state": trainer.combiner.state_dict(), "weights": trainer.last_step.weights,
-                    "buffer": type(getattr(trainer.step_strategy, "buffer", None)).__name__, "fsdp2": trainer.accelerator.is_fsdp2},
+                    "buffer": None if buffer is None else type(buffer).__name__, "fsdp2": trainer.accelerator.is_fsdp2},
                    os.path.join(args.out, "combiner.pt"))
-    if dist.is_initialized():  # left to interpreter exit, gloo's threads can abort a rank (SIGABRT, pytorch#190489)
-        dist.barrier()
-        dist.destroy_process_group()
+    distributed = dist.is_initialized()
+    trainer.end_training()
+    if distributed and trainer.args.process_index == 0:  # gloo's threads left after end_training (Linux)
+        with open(os.path.join(args.out, "threads.json"), "w", encoding="utf-8") as handle:
+            json.dump([name for name in thread_names() if "gloo" in name], handle)
+    exit_now()
+
+
+def thread_names() -> list[str]:
+    return sorted(Path(path).read_text().strip() for path in glob.glob("/proc/self/task/*/comm"))
+
+
+def exit_now() -> None:
+    """Exit without interpreter teardown. Under FSDP2 the sharded model keeps the gloo process group (and its
+    threads) alive after ``end_training``; torn down at interpreter exit, they can abort a rank that finished
+    and saved everything (SIGABRT, "terminate called without an active exception")."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

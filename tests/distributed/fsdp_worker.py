@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -137,6 +138,9 @@ def main() -> None:
                 "expected_params": {name: p.detach().clone() for name, p in reference.named_parameters()}},
                os.path.join(args.out, f"rank{rank}.pt"))
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no interpreter teardown, where leftover gloo threads can abort a finished rank (SIGABRT)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import datasets
 import torch
@@ -81,9 +82,10 @@ def main() -> None:
         if rank == 0:
             torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                        os.path.join(args.out, f"{name}_params.pt"))
-    if dist.is_initialized():  # left to interpreter exit, gloo's threads can abort a rank (SIGABRT, pytorch#190489)
-        dist.barrier()
-        dist.destroy_process_group()
+    trainer.end_training()  # the earlier modes' trainers are garbage by now: the group and its threads end here
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no interpreter teardown, where leftover C++ threads can abort a finished rank (SIGABRT)
 
 
 if __name__ == "__main__":
