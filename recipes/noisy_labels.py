@@ -47,6 +47,7 @@ from hf_mtl.recipes.noisy_data import (
     train_and_report,
     write_outputs,
 )
+from hf_mtl.steps.trainer import end_distributed_run
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
         table = results_table(metrics, reports, training_args.seed, args.noise_rate)
         if training_args.process_index == 0:
             write_outputs(training_args.output_dir, metrics, noise, table)
+    end_distributed_run()  # each method's Trainer is finished: the process group ends before exit
     return metrics
 
 

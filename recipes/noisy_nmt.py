@@ -79,6 +79,7 @@ from hf_mtl.recipes.noisy_data import (
     train_and_report,
     write_outputs,
 )
+from hf_mtl.steps.trainer import end_distributed_run
 
 logger = logging.getLogger(__name__)
 
@@ -549,6 +550,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
             if note:
                 table += "\n\n" + note
             write_outputs(training_args.output_dir, metrics, noise, table)
+    end_distributed_run()  # each method's Trainer is finished: the process group ends before exit
     return metrics
 
 

@@ -28,6 +28,18 @@ from hf_mtl.steps.context import StepContext
 from hf_mtl.steps.record import StepRecord
 
 
+def end_distributed_run() -> None:
+    """Destroy the default process group, after collecting finished Trainers (a no-op in a single process).
+
+    A DDP wrapper keeps the group, and so gloo's worker threads, alive after ``destroy_process_group``; left to
+    interpreter exit, their teardown can abort a rank that finished and saved everything (SIGABRT, "terminate
+    called without an active exception"). Under FSDP2 the sharded model itself holds the group.
+    """
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 class SkippedStepsError(RuntimeError):
     """Too many consecutive optimizer steps were skipped (no parameter moved): training stopped."""
 
@@ -204,18 +216,11 @@ class StepTrainer(Trainer):
         super().log(logs, start_time)
 
     def end_training(self) -> None:
-        """End a distributed run: drop this Trainer's DDP/FSDP wrappers, then destroy the process group (as
-        ``Accelerator.end_training``; nothing to do in a single process). Call it last: the Trainer cannot run
-        collectives afterwards.
-
-        The DDP wrapper keeps the process group, and so gloo's worker threads, alive after
-        ``destroy_process_group``; left to interpreter exit they can abort a rank with SIGABRT ("terminate called
-        without an active exception") after a run that finished and saved everything.
-        """
+        """End a distributed run: drop this Trainer's DDP wrapper, then :func:`end_distributed_run` (nothing to do
+        in a single process). Call it last: the Trainer cannot run collectives afterwards."""
         self.model_wrapped = self.model
         self.accelerator.free_memory()
-        gc.collect()
-        self.accelerator.end_training()
+        end_distributed_run()
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
