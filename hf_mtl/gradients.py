@@ -15,10 +15,30 @@ The step strategies (:mod:`hf_mtl.steps`) delegate here. Two sources of per-task
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.profiler import record_function
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def profiled(label: str) -> Callable[[F], F]:
+    """Mark each call of the function as ``label`` in ``torch.profiler`` traces (the step's phases, e.g.
+    ``hf_mtl::gram``); a fresh ``record_function`` per call, so nested and concurrent calls stay separate."""
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with record_function(label):
+                return function(*args, **kwargs)
+
+        return call  # type: ignore[return-value]
+
+    return decorate
 
 
 def distributed() -> bool:
@@ -33,6 +53,7 @@ def _flat_numel(params: Sequence[torch.Tensor]) -> int:
 GRAM_BLOCK = 32768
 
 
+@profiled("hf_mtl::gram")
 def blocked_gram(rows: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
     """``rows rowsᵀ`` (K×K, float64) summed block by block.
 
@@ -118,6 +139,7 @@ class TaskGradientBuffer:
         self.touched = [False] * len(self.params)
         self._owned: torch.Tensor | None = None  # after reduce(): the columns this rank holds, all ranks summed
         self._gram: torch.Tensor | None = None
+        self._update: torch.Tensor | None = None  # Σ_k w_k J_k (P), kept between steps: see write_combination
         self.elements_sent = 0  # by this rank in the last step's collectives (ring algorithm count)
 
     @property
@@ -141,6 +163,7 @@ class TaskGradientBuffer:
     def sharded(self) -> bool:
         return self.shard and self.world > 1
 
+    @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
         """Add one task's gradient (aligned with the shared parameters; ``None`` means zero)."""
         rows = self._storage[:, task_index]  # (W, S)
@@ -161,6 +184,7 @@ class TaskGradientBuffer:
                 self.touched[i] = True
         self.seen[task_index] = True
 
+    @profiled("hf_mtl::reduce")
     def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
         """Average ``J`` and ``extra`` (the flattened task-specific grads) over ranks and form the Gram.
 
@@ -233,6 +257,7 @@ class TaskGradientBuffer:
             self._gram = blocked_gram(self.jacobian)
         return self._gram
 
+    @profiled("hf_mtl::write_combination")
     def write_combination(self, weights: torch.Tensor, scale: float = 1.0) -> None:
         """Set each shared parameter's ``.grad`` to its slice of ``scale · Σ_k w_k J_k``.
 
@@ -240,33 +265,42 @@ class TaskGradientBuffer:
         a plain backward, so optimizers skip them. Sharded: each rank combines its own columns and one
         all-gather assembles the update.
         """
-        combined = self._combined_rows(weights, scale)
+        combined = self._update_storage()
         if self.sharded:
-            gathered = torch.empty(self.columns, dtype=combined.dtype, device=combined.device)
-            dist.all_gather_single(gathered, combined)
-            self.elements_sent += _ring_elements("all_gather", gathered.numel(), self.world)
-            combined = gathered
+            owned = self._combined_rows(weights, scale, out=torch.empty_like(self._owned[0]))
+            dist.all_gather_single(combined, owned)
+            self.elements_sent += _ring_elements("all_gather", combined.numel(), self.world)
+        else:
+            self._combined_rows(weights, scale, out=combined[: self.numel])
         offset = 0
         for param, touched in zip(self.params, self.touched, strict=True):
             n = param.numel()
             param.grad = combined[offset : offset + n].view_as(param).to(param.dtype) if touched else None
             offset += n
 
-    def _combined_rows(self, weights: torch.Tensor, scale: float) -> torch.Tensor:
-        """``scale · Σ_k w_k J_k`` over the columns this rank holds (rows with weight 0 are left out: they may
-        hold NaN, and ``0 · NaN`` is NaN)."""
+    def _update_storage(self) -> torch.Tensor:
+        """The tensor the update is written to (``columns`` floats), allocated once: the parameters' ``.grad``
+        are views of it until the next step overwrites it, as DDP's gradient buckets are. A fresh tensor per
+        step cost more than the combination itself on CPU (page faults; ``benchmarks/step_phases.py``)."""
+        if self._update is None:
+            self._update = torch.empty(self.columns, dtype=self._storage.dtype, device=self._storage.device)
+        return self._update
+
+    def _combined_rows(self, weights: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+        """``out = scale · Σ_k w_k J_k`` over the columns this rank holds (rows with weight 0 are left out: they
+        may hold NaN, and ``0 · NaN`` is NaN)."""
         rows = self._owned if self._owned is not None else self.jacobian
         weights = weights.to(rows.dtype).to(rows.device)
         active = torch.nonzero(weights).flatten().tolist()
         if len(active) == self.num_tasks:
-            combined = weights @ rows
+            torch.mv(rows.t(), weights, out=out)
         else:
-            combined = rows[active[0]] * weights[active[0]]
+            torch.mul(rows[active[0]], weights[active[0]], out=out)
             for k in active[1:]:
-                combined.add_(rows[k], alpha=float(weights[k]))
+                out.add_(rows[k], alpha=float(weights[k]))
         if scale != 1.0:
-            combined.mul_(scale)
-        return combined
+            out.mul_(scale)
+        return out
 
     def task_gradients(self) -> torch.Tensor:
         """The whole ``J`` (K × P) after :meth:`reduce` (sharded: one all-gather of every rank's columns)."""
@@ -313,6 +347,7 @@ class ShardedParameterBuffer(TaskGradientBuffer):
         self.sharded_params = list(shared_params)
         super().__init__([p.to_local() for p in self.sharded_params], num_tasks, shard=False)
 
+    @profiled("hf_mtl::reduce")
     def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
         """Sum the partial Grams and the flags over ranks (``J``'s rows are FSDP's averages already)."""
         if extra is not None:
@@ -328,10 +363,11 @@ class ShardedParameterBuffer(TaskGradientBuffer):
         self._set_flags(small[k * k :])
         return None
 
+    @profiled("hf_mtl::write_combination")
     def write_combination(self, weights: torch.Tensor, scale: float = 1.0) -> None:
         """Set each parameter's ``.grad`` to its shard of ``scale · Σ_k w_k J_k`` (``None`` where no task's
         loss reached the parameter on any rank)."""
-        combined = self._combined_rows(weights, scale)
+        combined = self._combined_rows(weights, scale, out=self._update_storage()[: self.numel])
         for param, piece, touched in zip(self.sharded_params, self._split(combined), self.touched, strict=True):
             param.grad = self._as_sharded(param, piece.to(param.dtype)) if touched else None
 

@@ -105,6 +105,44 @@ def test_params_gram_matches_brute_force_per_task_gradients(tiny_encoder_dir, to
     torch.testing.assert_close(combined, weights @ J, rtol=1e-5, atol=1e-8)
 
 
+def test_every_step_writes_its_own_update_into_one_tensor():
+    """The update tensor is allocated once; after each step ``.grad`` is that step's ``Σ_k w_k J_k`` (a
+    parameter no task reached keeps ``None``), whatever the previous step left there."""
+    params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2))]
+    buffer = TaskGradientBuffer(params, num_tasks=2)
+    generator = torch.Generator().manual_seed(0)
+    storage = None
+    for weights in (torch.tensor([0.25, 2.0], dtype=torch.float64), torch.tensor([0.0, -1.5], dtype=torch.float64)):
+        grads = [[torch.randn(3, 2, generator=generator), torch.randn(4, generator=generator), None] for _ in range(2)]
+        for k, task_grads in enumerate(grads):
+            buffer.add(k, task_grads)
+        buffer.reduce()
+        buffer.write_combination(weights, scale=0.5)
+        for i in range(2):
+            expected = 0.5 * sum(float(w) * g[i] for w, g in zip(weights, grads, strict=True))
+            torch.testing.assert_close(params[i].grad, expected)
+        assert params[2].grad is None
+        assert storage is None or params[0].grad.untyped_storage().data_ptr() == storage
+        storage = params[0].grad.untyped_storage().data_ptr()
+        buffer.reset()
+
+
+def test_params_step_marks_its_phases_for_the_profiler(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                       three_task_data):
+    """``benchmarks/step_phases.py`` reads these ``torch.profiler`` labels."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
+    trainer = MultiTaskTrainer(model, args_for(tmp_path, max_steps=1, combiner="mgda", gradient_mode="params"),
+                               train_dataset=three_task_data, processing_class=tokenizer)
+    with profile() as profiler:
+        trainer.train()
+    labels = {event.key for event in profiler.key_averages() if event.key.startswith("hf_mtl::")}
+    assert labels == {"hf_mtl::forward", "hf_mtl::task_backward", "hf_mtl::buffer_add", "hf_mtl::reduce",
+                      "hf_mtl::gram", "hf_mtl::combiner", "hf_mtl::write_combination"}
+
+
 def test_blocked_gram_keeps_float64_accuracy_over_long_rows():
     """4·10⁶ columns (a fifth of a MiniLM encoder): a single float32 matmul sums each entry in one running total
     and drifts; the blocked Gram must agree with the float64 Gram to ~1e-7, tail block included."""

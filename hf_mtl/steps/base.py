@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from hf_mtl.combiners import Combiner
+from hf_mtl.gradients import profiled
 from hf_mtl.steps.context import StepContext
 from hf_mtl.steps.record import StepRecord
 
@@ -96,6 +97,7 @@ def ordered_losses(task_losses: Mapping[str, torch.Tensor], context: StepContext
     return torch.stack([task_losses[n] for n in context.task_names])
 
 
+@profiled("hf_mtl::combiner")
 def solve_weights(
     combiner: Combiner, context: StepContext, record: StepRecord, losses: torch.Tensor,
     gram: torch.Tensor | None = None, present: torch.Tensor | None = None,

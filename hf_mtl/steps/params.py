@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from hf_mtl.gradients import ShardedParameterBuffer, TaskGradientBuffer, flatten_grads, unflatten_into_grads
 from hf_mtl.steps.base import StepStrategy, ordered_losses, register_step_strategy, solve_weights
@@ -67,7 +68,7 @@ class ParamsStep(StepStrategy):
                 sub_batch = inputs["task_batches"].get(name)
                 if sub_batch is None:
                     raise ValueError(f"Step {context.step}: task {name!r} has no sub-batch in this batch.")
-                with context.autocast():
+                with context.autocast(), record_function("hf_mtl::forward"):
                     z = module.encode(sub_batch, task=name)
                     loss, _ = module.head_loss(name, z, sub_batch)
                 self._accumulate(k, name, loss * scale, retain_graph=False)
@@ -75,7 +76,7 @@ class ParamsStep(StepStrategy):
         else:
             labels = inputs["labels"]
             module.check_tasks(list(labels))
-            with context.autocast():
+            with context.autocast(), record_function("hf_mtl::forward"):
                 z = module.encode(inputs["inputs"])
                 task_losses = [module.head_loss(n, z, module.task_batch(inputs["inputs"], labels, n))[0] for n in names]
             for k, (name, loss) in enumerate(zip(names, task_losses, strict=True)):
@@ -103,11 +104,12 @@ class ParamsStep(StepStrategy):
         else:
             self.module.check_tasks(list(inputs["labels"]))
             forward = {"inputs": inputs["inputs"], "labels": inputs["labels"]}
-        with context.autocast():
+        with context.autocast(), record_function("hf_mtl::forward"):
             task_losses = model(**forward).task_losses
         losses = ordered_losses(task_losses, context)
         for k in range(context.num_tasks):
-            (losses[k] * scale).backward(retain_graph=k < context.num_tasks - 1)
+            with record_function("hf_mtl::task_backward"):
+                (losses[k] * scale).backward(retain_graph=k < context.num_tasks - 1)
             buffer.add(k, [None if p.grad is None else p.grad.to_local() for p in buffer.sharded_params])
             for param in buffer.sharded_params:
                 param.grad = None
@@ -116,7 +118,8 @@ class ParamsStep(StepStrategy):
     def _accumulate(self, k: int, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
         shared = self._buffer.params
         specific = self.module.task_specific_parameters(name)
-        grads = torch.autograd.grad(loss, shared + specific, retain_graph=retain_graph, allow_unused=True)
+        with record_function("hf_mtl::task_backward"):
+            grads = torch.autograd.grad(loss, shared + specific, retain_graph=retain_graph, allow_unused=True)
         self._buffer.add(k, grads[: len(shared)])
         for param, grad in zip(specific, grads[len(shared):], strict=True):
             if grad is not None:
