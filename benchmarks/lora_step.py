@@ -9,7 +9,9 @@ same LoRA model and batch, so the ratio is stable on a noisy machine:
 
 * ``plain_lora``     — ``transformers.Trainer.training_step`` (the reference, ratio 1.0);
 * ``params``         — per-task gradients of the adapter (the shared parameters), Gram, MGDA, combined ``.grad``;
-* ``encoder_output`` — Gram of ``∂L_k/∂z``, MGDA, one backward of ``Σ w_k L_k``.
+* ``encoder_output`` — Gram of ``∂L_k/∂z``, MGDA, one backward of ``Σ w_k L_k``;
+* ``autograd_floor`` — shared input only: one forward + K ``autograd.grad`` calls, nothing else (what any exact
+  per-task gradient costs in time and memory: the forward's graph is kept until the last task's backward).
 
 Peak memory (MiB) is measured in a fresh process per row that builds the model and batch, then runs two steps of
 that one method: on CPU, the peak resident set during the steps minus the resident set before them (Linux: the peak
@@ -35,13 +37,13 @@ from collections.abc import Callable
 
 import torch
 from peft import LoraConfig
-from step_overhead import add_common_arguments, make_batch, peak_above_setup, synchronize
+from step_overhead import add_common_arguments, autograd_floor, make_batch, peak_above_setup, synchronize
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data.embedded import embedded_encoder_path
 
-METHODS = ("plain_lora", "params", "encoder_output")
+METHODS = ("plain_lora", "params", "encoder_output", "autograd_floor")
 
 
 class LoraBench:
@@ -66,6 +68,8 @@ class LoraBench:
             trainer.current_gradient_accumulation_steps = 1
 
     def step(self, method: str) -> Callable[[], object]:
+        if method == "autograd_floor":
+            return lambda: autograd_floor(self.model, self.tasks, self.batch)
         return lambda: self.trainers[method].training_step(self.model, self.batch)
 
     def run_once(self, method: str) -> float:
@@ -85,19 +89,20 @@ class LoraBench:
 
 def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
     bench = LoraBench(layout, num_tasks, args, device)
-    for method in METHODS:  # warm-up
+    methods = [m for m in METHODS if layout == "shared" or m != "autograd_floor"]
+    for method in methods:  # warm-up
         bench.run_once(method)
-    ratios: dict[str, list[float]] = {m: [] for m in METHODS}
-    seconds: dict[str, list[float]] = {m: [] for m in METHODS}
+    ratios: dict[str, list[float]] = {m: [] for m in methods}
+    seconds: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(args.repeats):
-        times = {m: bench.run_once(m) for m in METHODS}
-        for m in METHODS:
+        times = {m: bench.run_once(m) for m in methods}
+        for m in methods:
             ratios[m].append(times[m] / times["plain_lora"])
             seconds[m].append(times[m])
     adapter, encoder = bench.sizes()
     return [{"mode": m, "layout": layout, "tasks": num_tasks, "ratio_vs_plain": round(statistics.median(ratios[m]), 3),
              "step_ms": round(1000 * statistics.median(seconds[m]), 1), "peak_mem_mb": None,
-             "shared_params": adapter, "encoder_params": encoder} for m in METHODS]
+             "shared_params": adapter, "encoder_params": encoder} for m in methods]
 
 
 def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespace) -> float:
