@@ -51,6 +51,17 @@ def _flat_numel(params: Sequence[torch.Tensor]) -> int:
 
 
 GRAM_BLOCK = 32768
+WIDENED_COLUMNS = 1 << 21  # a float16/bfloat16 J is read this many columns at a time, widened to float32
+BUFFER_DTYPES = ("float32", "bfloat16")
+
+
+def _float32_pieces(rows: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """``(first column, rows[:, piece] in float32)``: ``rows`` itself when float32, else pieces of
+    ``WIDENED_COLUMNS`` widened one at a time (bounded extra memory; the arithmetic stays float32)."""
+    if rows.dtype == torch.float32:
+        return [(0, rows)]
+    return [(start, rows[:, start : start + WIDENED_COLUMNS].float())
+            for start in range(0, rows.shape[1], WIDENED_COLUMNS)]
 
 
 @profiled("hf_mtl::gram")
@@ -59,18 +70,20 @@ def blocked_gram(rows: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
 
     One float32 matmul over a long row accumulates its N products in long running sums: for 3 rows of
     4·10⁶ columns its relative error was 6e-5 against 6e-8 here (``tests/test_gradients.py``), and a MiniLM
-    encoder has 2.3·10⁷. Here each block of ``block`` columns is one batched matmul and the blocks are summed
-    in float64.
+    encoder has 2.3·10⁷. Here each block of ``block`` columns is one batched float32 matmul (a bfloat16 ``rows``
+    is widened first) and the blocks are summed in float64.
     """
-    k, n = rows.shape
-    full = n // block * block
+    k = rows.shape[0]
     gram = torch.zeros(k, k, dtype=torch.float64, device=rows.device)
-    if full:
-        blocks = rows[:, :full].view(k, full // block, block).transpose(0, 1)  # (N/b, K, b), no copy
-        gram += torch.bmm(blocks, blocks.transpose(1, 2)).sum(0, dtype=torch.float64)
-    if full < n:
-        tail = rows[:, full:]
-        gram += (tail @ tail.T).double()
+    for _, piece in _float32_pieces(rows):
+        n = piece.shape[1]
+        full = n // block * block
+        if full:
+            blocks = piece[:, :full].reshape(k, full // block, block).transpose(0, 1)  # (N/b, K, b)
+            gram += torch.bmm(blocks, blocks.transpose(1, 2)).sum(0, dtype=torch.float64)
+        if full < n:
+            tail = piece[:, full:]
+            gram += (tail @ tail.T).double()
     return gram
 
 
@@ -115,11 +128,17 @@ class TaskGradientBuffer:
             (elements sent per rank ≈ ``(K+1)·P`` instead of ``2·K·P``; the Gram and combination work is
             split W ways). ``False`` all-reduces the whole ``J`` and every rank repeats the Gram. ``None``:
             :func:`default_sharding` (on with NCCL, off with gloo).
+        dtype: ``J``'s storage, ``torch.float32`` or ``torch.bfloat16`` (half the memory and traffic; each
+            stored gradient keeps 8 significant bits, as in a bf16 mixed-precision run). The Gram and the
+            update are computed in float32 from it either way, and the update written to ``.grad`` is float32.
     """
 
-    def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int, shard: bool | None = None) -> None:
+    def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int, shard: bool | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
         if not shared_params:
             raise ValueError("No shared parameters: per-task gradient combination needs a shared encoder.")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"The per-task gradient buffer's dtype must be one of {BUFFER_DTYPES}, got {dtype}.")
         self.params = list(shared_params)
         self.numel = _flat_numel(self.params)
         self.world = dist.get_world_size() if distributed() else 1
@@ -130,7 +149,7 @@ class TaskGradientBuffer:
         first = self.params[0]
         # (W, K, S): rank r's columns of every row are one contiguous block, so the reduce-scatter sends the
         # buffer itself. Unsharded W = 1: J is ``_storage[0]``.
-        self._storage = torch.empty(chunks, num_tasks, width, device=first.device, dtype=torch.float32)
+        self._storage = torch.empty(chunks, num_tasks, width, device=first.device, dtype=dtype)
         if self.columns > self.numel:
             self._storage[-1, :, self.numel - (chunks - 1) * width:].zero_()  # the padding stays zero
         self._segments = _column_segments(self.params, width)
@@ -200,21 +219,23 @@ class TaskGradientBuffer:
         if self.sharded:
             return self._reduce_sharded(extra)
         world = self.world
-        if extra is None:
-            flat = self._storage.view(-1)  # J itself (no padding when unsharded)
-        else:
-            flat = torch.cat([self._storage.view(-1), extra.to(self._storage.dtype)])
+        n = self.num_tasks * self.numel
+        together = extra is not None and self._storage.dtype == torch.float32  # else the heads go with the flags
+        flat = torch.cat([self._storage.view(-1), extra.to(torch.float32)]) if together else self._storage.view(-1)
         self._all_reduce(flat)
         flat.div_(world)
-        n = self.num_tasks * self.numel
-        if extra is not None:
+        if together:
             self._storage.view(-1).copy_(flat[:n])
         self._owned = self.jacobian
-        flags = self._flags()
-        self._all_reduce(flags)
-        self._set_flags(flags)
+        small = self._flags() if together or extra is None else torch.cat([self._flags(), extra.to(torch.float32)])
+        self._all_reduce(small)
+        flags = len(self.seen) + len(self.params)
+        self._set_flags(small[:flags])
         self._gram = blocked_gram(self._owned)
-        return None if extra is None else flat[n:].to(extra.dtype)
+        if extra is None:
+            return None
+        reduced = flat[n:] if together else small[flags:].div_(world)
+        return reduced.to(extra.dtype)
 
     def _reduce_sharded(self, extra: torch.Tensor | None) -> torch.Tensor | None:
         world, k = self.world, self.num_tasks
@@ -267,7 +288,7 @@ class TaskGradientBuffer:
         """
         combined = self._update_storage()
         if self.sharded:
-            owned = self._combined_rows(weights, scale, out=torch.empty_like(self._owned[0]))
+            owned = self._combined_rows(weights, scale, out=torch.empty_like(self._owned[0], dtype=torch.float32))
             dist.all_gather_single(combined, owned)
             self.elements_sent += _ring_elements("all_gather", combined.numel(), self.world)
         else:
@@ -283,21 +304,23 @@ class TaskGradientBuffer:
         are views of it until the next step overwrites it, as DDP's gradient buckets are. A fresh tensor per
         step cost more than the combination itself on CPU (page faults; ``benchmarks/step_phases.py``)."""
         if self._update is None:
-            self._update = torch.empty(self.columns, dtype=self._storage.dtype, device=self._storage.device)
+            self._update = torch.empty(self.columns, dtype=torch.float32, device=self._storage.device)
         return self._update
 
     def _combined_rows(self, weights: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
         """``out = scale · Σ_k w_k J_k`` over the columns this rank holds (rows with weight 0 are left out: they
         may hold NaN, and ``0 · NaN`` is NaN)."""
         rows = self._owned if self._owned is not None else self.jacobian
-        weights = weights.to(rows.dtype).to(rows.device)
+        weights = weights.to(torch.float32).to(rows.device)
         active = torch.nonzero(weights).flatten().tolist()
-        if len(active) == self.num_tasks:
-            torch.mv(rows.t(), weights, out=out)
-        else:
-            torch.mul(rows[active[0]], weights[active[0]], out=out)
-            for k in active[1:]:
-                out.add_(rows[k], alpha=float(weights[k]))
+        for start, piece in _float32_pieces(rows):
+            target = out[start : start + piece.shape[1]]
+            if len(active) == self.num_tasks:
+                torch.mv(piece.t(), weights, out=target)
+            else:
+                torch.mul(piece[active[0]], weights[active[0]], out=target)
+                for k in active[1:]:
+                    target.add_(piece[k], alpha=float(weights[k]))
         if scale != 1.0:
             out.mul_(scale)
         return out
@@ -335,9 +358,11 @@ class ShardedParameterBuffer(TaskGradientBuffer):
     Args:
         shared_params: the shared parameters, ``DTensor`` s sharded by ``fully_shard``.
         num_tasks: K.
+        dtype: ``J``'s storage, as in :class:`TaskGradientBuffer`.
     """
 
-    def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int) -> None:
+    def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int,
+                 dtype: torch.dtype = torch.float32) -> None:
         from torch.distributed.tensor import DTensor
 
         plain = [i for i, p in enumerate(shared_params) if not isinstance(p, DTensor)]
@@ -345,7 +370,7 @@ class ShardedParameterBuffer(TaskGradientBuffer):
             raise ValueError(f"ShardedParameterBuffer needs FSDP2-sharded (DTensor) parameters; parameter(s) at "
                              f"position(s) {plain[:5]} are plain tensors.")
         self.sharded_params = list(shared_params)
-        super().__init__([p.to_local() for p in self.sharded_params], num_tasks, shard=False)
+        super().__init__([p.to_local() for p in self.sharded_params], num_tasks, shard=False, dtype=dtype)
 
     @profiled("hf_mtl::reduce")
     def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:

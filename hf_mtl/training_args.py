@@ -9,6 +9,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from hf_mtl.data.mixture import SAMPLING_STRATEGIES
+from hf_mtl.gradients import BUFFER_DTYPES
 from hf_mtl.masking.arguments import LossMaskingArguments
 from hf_mtl.run_safety import RunSafetyArguments
 from hf_mtl.steps.context import NONFINITE_POLICIES
@@ -62,6 +63,12 @@ class MultiTaskTrainingArguments(RunSafetyArguments, LossMaskingArguments, Train
         metadata={"help": "params mode under DDP: reduce-scatter the per-task gradients (True) or all-reduce them "
                           "whole (False); unset: True with NCCL, False with gloo."},
     )
+    task_gradient_dtype: str = field(
+        default="float32",
+        metadata={"help": f"params mode: storage of the K×P per-task gradients, one of {BUFFER_DTYPES}. bfloat16 "
+                          "halves that buffer's memory and traffic (8 significant bits per stored gradient); the Gram "
+                          "and the update are computed in float32 either way."},
+    )
     record_task_gradients: bool = field(
         default=False,
         metadata={"help": "Keep each step's per-task gradient rows (K×P, params mode) in `trainer.last_step`."},
@@ -87,6 +94,8 @@ class MultiTaskTrainingArguments(RunSafetyArguments, LossMaskingArguments, Train
             )
         if self.nonfinite_policy not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite_policy must be one of {NONFINITE_POLICIES}, got {self.nonfinite_policy!r}.")
+        if self.task_gradient_dtype not in BUFFER_DTYPES:
+            raise ValueError(f"task_gradient_dtype must be one of {BUFFER_DTYPES}, got {self.task_gradient_dtype!r}.")
         from hf_mtl.combiners import available_combiners
 
         if self.combiner not in available_combiners():

@@ -30,6 +30,8 @@ def test_bad_training_argument_values_are_named(tmp_path):
         args(tmp_path, sampling_strategy="random")
     with pytest.raises(ValueError, match="nonfinite_policy must be one of"):
         args(tmp_path, nonfinite_policy="ignore")
+    with pytest.raises(ValueError, match="task_gradient_dtype must be one of .* got 'float16'"):
+        args(tmp_path, task_gradient_dtype="float16")
 
 
 def test_unknown_combiner_option_is_named(tmp_path, tiny_encoder_dir, tokenizer, three_tasks, three_task_data):

@@ -8,8 +8,9 @@ import logging
 import datasets
 import pytest
 import torch
+from tensor_checks import assert_close_by_norm
 
-from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
+from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task, gradients
 from hf_mtl.combiners import Combiner
 from hf_mtl.data import tokenize_shared_dataset
 from hf_mtl.gradients import TaskGradientBuffer, blocked_gram, gram_diagnostics, representation_gram
@@ -125,6 +126,51 @@ def test_every_step_writes_its_own_update_into_one_tensor():
         assert storage is None or params[0].grad.untyped_storage().data_ptr() == storage
         storage = params[0].grad.untyped_storage().data_ptr()
         buffer.reset()
+
+
+def test_bfloat16_buffer_computes_gram_and_update_in_float32(monkeypatch):
+    """A bfloat16 J keeps each gradient to 8 significant bits, but the Gram and the update are those of the
+    stored values in float32 (a bfloat16 matmul would be off by ~1e-2), widened piece by piece across parameter
+    boundaries; a zero-weight row holding NaN stays out of the update; the buffer takes half the memory."""
+    monkeypatch.setattr(gradients, "WIDENED_COLUMNS", 1000)  # several pieces, the last one short
+    shapes = [(40, 30), (7,), (25, 50), (3,)]  # P = 2460
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    buffer = TaskGradientBuffer(params, num_tasks=3, dtype=torch.bfloat16)
+    assert buffer.nbytes * 2 == TaskGradientBuffer(params, num_tasks=3).nbytes
+    generator = torch.Generator().manual_seed(0)
+    grads = [[torch.randn(s, generator=generator) for s in shapes] for _ in range(3)]
+    grads[1][0][0, 0] = float("nan")
+    for k, task_grads in enumerate(grads):
+        buffer.add(k, task_grads)
+    stored = torch.stack([torch.cat([g.reshape(-1) for g in task]).bfloat16().double() for task in grads])
+    buffer.reduce()
+    live = [0, 2]
+    exact = stored[live] @ stored[live].T
+    assert_close_by_norm(buffer.gram()[live][:, live], exact, "bfloat16 J: Gram", rtol=1e-6)
+    assert_close_by_norm(blocked_gram(buffer.jacobian[live], block=64), exact, "blocked over pieces", rtol=1e-6)
+    weights = torch.tensor([0.5, 0.0, -2.0], dtype=torch.float64)
+    buffer.write_combination(weights, scale=0.5)
+    update = torch.cat([p.grad.reshape(-1) for p in params])
+    assert update.dtype == torch.float32
+    assert_close_by_norm(update, 0.5 * (weights[live] @ stored[live]), "bfloat16 J: update", rtol=1e-6)
+    with pytest.raises(ValueError, match="dtype must be one of .*float16"):
+        TaskGradientBuffer(params, num_tasks=3, dtype=torch.float16)
+
+
+def test_params_step_with_bfloat16_task_gradients_takes_the_summed_loss_step(tmp_path, tiny_encoder_dir, tokenizer,
+                                                                              three_tasks, three_task_data):
+    """One SGD step (lr 1, so the parameter change is the gradient) with unit weights: a bfloat16 buffer gives
+    the summed-loss gradient to bfloat16 precision, and the trainer logs its float32 Gram."""
+    common = dict(max_steps=1, optim="sgd", learning_rate=1.0, weight_decay=0.0, lr_scheduler_type="constant")
+    torch.manual_seed(0)
+    start = {n: p.detach().clone() for n, p in MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks).named_parameters()}
+    reference, _ = trained(tmp_path / "ref", tiny_encoder_dir, three_tasks, three_task_data, tokenizer, **common)
+    engine, trainer = trained(tmp_path / "bf16", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
+                              combiner=SumOfGradients(), gradient_mode="params", task_gradient_dtype="bfloat16", **common)
+    assert trainer.step_strategy.buffer._storage.dtype == torch.bfloat16
+    for (name, p), (_, q) in zip(reference.named_parameters(), engine.named_parameters(), strict=True):
+        assert_close_by_norm(q - start[name], p - start[name], f"step of {name}", rtol=1e-2, atol=1e-7)
+    assert trainer.combiner.seen_gram.dtype == torch.float64
 
 
 def test_params_step_marks_its_phases_for_the_profiler(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,

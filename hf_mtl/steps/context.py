@@ -39,6 +39,8 @@ class StepContext:
         shard_task_gradients: ``params`` mode across ranks: reduce-scatter the per-task gradients and all-reduce
             only the K×K Gram (:class:`~hf_mtl.gradients.TaskGradientBuffer`), instead of all-reducing them whole;
             ``None``: on with NCCL, off with gloo.
+        task_gradient_dtype: ``params`` mode: storage of the K×P per-task gradients, ``"float32"`` or
+            ``"bfloat16"`` (half the memory; the Gram and the update are float32 either way).
     """
 
     accelerator: Accelerator
@@ -50,6 +52,7 @@ class StepContext:
     record_task_gradients: bool = False
     engine: str | None = None
     shard_task_gradients: bool | None = None
+    task_gradient_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.nonfinite_policy not in NONFINITE_POLICIES:

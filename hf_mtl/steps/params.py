@@ -88,9 +88,10 @@ class ParamsStep(StepStrategy):
 
     def _new_buffer(self) -> TaskGradientBuffer:
         shared = self.module.shared_parameters()
+        dtype = getattr(torch, self.context.task_gradient_dtype)
         if any(type(p).__name__ == "DTensor" for p in shared):  # sharded by FSDP2 (fully_shard)
-            return ShardedParameterBuffer(shared, self.context.num_tasks)
-        return TaskGradientBuffer(shared, self.context.num_tasks, shard=self.context.shard_task_gradients)
+            return ShardedParameterBuffer(shared, self.context.num_tasks, dtype=dtype)
+        return TaskGradientBuffer(shared, self.context.num_tasks, shard=self.context.shard_task_gradients, dtype=dtype)
 
     def _backward_per_task(self, model: nn.Module, inputs: Mapping[str, Any], scale: float) -> list[torch.Tensor]:
         """FSDP2: one forward of the sharded model, one backward per task; each task's reduce-scattered shards go
@@ -146,7 +147,7 @@ class ParamsStep(StepStrategy):
                     for param in module.task_specific_parameters(name):  # its head saw a NaN/inf loss
                         param.grad = None
         if context.record_task_gradients:
-            record.task_gradients = (buffer.task_gradients() / grad_scale).detach().cpu().clone()
+            record.task_gradients = (buffer.task_gradients().float() / grad_scale).detach().cpu()
         buffer.reset()
         self._loss_sum.zero_()
         return record

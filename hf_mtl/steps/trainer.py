@@ -78,6 +78,7 @@ class StepTrainer(Trainer):
             record_task_gradients=bool(getattr(self.args, "record_task_gradients", False)),
             engine=engine,
             shard_task_gradients=getattr(self.args, "shard_task_gradients", None),
+            task_gradient_dtype=getattr(self.args, "task_gradient_dtype", "float32"),
         )
 
     def training_step(

@@ -50,10 +50,10 @@ def expected_jacobian(world: int) -> torch.Tensor:
     return total / world
 
 
-def run(shard: bool) -> dict[str, object]:
+def run(shard: bool, dtype: torch.dtype = torch.float32) -> dict[str, object]:
     rank = dist.get_rank()
     params = [torch.nn.Parameter(torch.zeros(s)) for s in SHAPES]
-    buffer = TaskGradientBuffer(params, NUM_TASKS, shard=shard)
+    buffer = TaskGradientBuffer(params, NUM_TASKS, shard=shard, dtype=dtype)
     for k, grads in gradients(rank):
         buffer.add(k, grads)
     extra = torch.full((6,), float(rank + 1))  # the heads' flattened gradients: mean 1.5 over two ranks
@@ -74,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
-    results = {"sharded": run(True), "all_reduce": run(False), "expected_jacobian": expected_jacobian(2),
+    results = {"sharded": run(True), "all_reduce": run(False), "sharded_bf16": run(True, torch.bfloat16),
+               "all_reduce_bf16": run(False, torch.bfloat16), "expected_jacobian": expected_jacobian(2),
                "default_shard": TaskGradientBuffer([torch.nn.Parameter(torch.zeros(2))], 1).sharded}
     torch.save(results, os.path.join(args.out, f"rank{dist.get_rank()}.pt"))
     dist.destroy_process_group()

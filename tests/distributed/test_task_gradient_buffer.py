@@ -30,8 +30,11 @@ def results(tmp_path_factory) -> list[dict]:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("path", ["sharded", "all_reduce"])
+@pytest.mark.parametrize("path", ["sharded", "all_reduce", "sharded_bf16", "all_reduce_bf16"])
 def test_reduction_matches_the_averaged_gradients(results, path):
+    """A bfloat16 buffer (``task_gradient_dtype``) rounds each stored and reduced gradient to 8 bits (rtol 1e-2);
+    the heads' gradients (``extra``) stay float32 and exact."""
+    rtol = 1e-2 if path.endswith("bf16") else 1e-6
     expected = results[0]["expected_jacobian"]
     live = [0, 2]  # task 1 holds a NaN from rank 1; task 2 was seen on rank 0 only
     exact_gram = expected[live] @ expected[live].T
@@ -42,9 +45,9 @@ def test_reduction_matches_the_averaged_gradients(results, path):
         got = result[path]
         label = f"{path}, rank {rank}"
         assert got["seen"].tolist() == [True] * NUM_TASKS, label
-        assert_close_by_norm(got["gram"][live][:, live], exact_gram, f"{label}: Gram", rtol=1e-6)
+        assert_close_by_norm(got["gram"][live][:, live], exact_gram, f"{label}: Gram", rtol=rtol)
         assert torch.isnan(got["gram"][1, 1]), f"{label}: the NaN task's Gram diagonal is {got['gram'][1, 1]}"
-        assert_close_by_norm(got["jacobian"][live], expected[live], f"{label}: J", rtol=1e-6)
+        assert_close_by_norm(got["jacobian"][live], expected[live], f"{label}: J", rtol=rtol)
         assert torch.isnan(got["jacobian"][1]).any(), label
         torch.testing.assert_close(got["extra"], torch.full((6,), 1.5))
         assert got["grads"][UNUSED] is None, f"{label}: a parameter no task reached got a gradient"
@@ -53,7 +56,7 @@ def test_reduction_matches_the_averaged_gradients(results, path):
                           for g, s in zip(got["grads"], SHAPES, strict=True)])
         unused = slice(sum(sizes[:UNUSED]), sum(sizes[:UNUSED + 1]))
         update[unused] = 0.0
-        assert_close_by_norm(flat, update, f"{label}: update", rtol=1e-6)
+        assert_close_by_norm(flat, update, f"{label}: update", rtol=rtol)
 
 
 @pytest.mark.distributed
