@@ -8,6 +8,7 @@ combination; not the optimizer step, which is the same for all) is timed interle
 
 * ``plain``            — ``transformers.Trainer.training_step`` (the reference, ratio 1.0);
 * ``params``           — per-task gradients of the encoder, Gram, MGDA, combined ``.grad``;
+* ``params_bf16``      — the same with ``task_gradient_dtype="bfloat16"`` (the K×P buffer in bfloat16);
 * ``encoder_output``   — Gram of ``∂L_k/∂z``, MGDA, one backward of ``Σ w_k L_k``;
 * ``autograd_floor``   — shared input only: one forward + K ``autograd.grad`` calls, nothing else;
 * ``autograd_batched`` — shared input only: one forward, the K cotangents ``∂L_k/∂z``, one vectorised
@@ -57,7 +58,7 @@ from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments,
 from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
 from hf_mtl.gradients import average_gradients_over_ranks, distributed
 
-METHODS = ("plain", "params", "encoder_output", "autograd_floor", "autograd_batched", "torchjd_mgda",
+METHODS = ("plain", "params", "params_bf16", "encoder_output", "autograd_floor", "autograd_batched", "torchjd_mgda",
            "torchjd_upgrad")
 DISTRIBUTED_METHODS = ("plain", "params_sharded", "params_allreduce")
 FSDP_METHODS = ("plain", "params_fsdp")
@@ -105,17 +106,18 @@ class Bench:
         common = dict(output_dir=output_dir, report_to=[], use_cpu=device.type == "cpu", disable_tqdm=True,
                       per_device_train_batch_size=batch_size)
         self.plain = Trainer(self.model, TrainingArguments(**common))
-        variants = {"params": ("params", None), "encoder_output": ("encoder_output", None),
-                    "params_sharded": ("params", True), "params_allreduce": ("params", False)}
+        variants = {"params": ("params", None, "float32"), "params_bf16": ("params", None, "bfloat16"),
+                    "encoder_output": ("encoder_output", None, "float32"),
+                    "params_sharded": ("params", True, "float32"), "params_allreduce": ("params", False, "float32")}
         if fsdp:
-            variants = {"params_fsdp": ("params", None)}
+            variants = {"params_fsdp": ("params", None, "float32")}
         if baseline_ref:
-            variants[f"params@{baseline_ref}"] = ("params", None)
+            variants[f"params@{baseline_ref}"] = ("params", None, "float32")
         self.engines = {
-            name: MultiTaskTrainer(self.model, MultiTaskTrainingArguments(**common, combiner="mgda", gradient_mode=mode,
-                                                                          shard_task_gradients=shard),
-                                   processing_class=tokenizer)
-            for name, (mode, shard) in variants.items()
+            name: MultiTaskTrainer(self.model, MultiTaskTrainingArguments(
+                **common, combiner="mgda", gradient_mode=mode, shard_task_gradients=shard, task_gradient_dtype=dtype),
+                processing_class=tokenizer)
+            for name, (mode, shard, dtype) in variants.items()
         }
         if baseline_ref:
             strategy = self.engines[f"params@{baseline_ref}"].step_strategy
