@@ -16,7 +16,7 @@ The step strategies (:mod:`hf_mtl.steps`) delegate here. Two sources of per-task
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -55,13 +55,14 @@ WIDENED_COLUMNS = 1 << 21  # a float16/bfloat16 J is read this many columns at a
 BUFFER_DTYPES = ("float32", "bfloat16")
 
 
-def _float32_pieces(rows: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+def _float32_pieces(rows: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
     """``(first column, rows[:, piece] in float32)``: ``rows`` itself when float32, else pieces of
-    ``WIDENED_COLUMNS`` widened one at a time (bounded extra memory; the arithmetic stays float32)."""
+    ``WIDENED_COLUMNS`` widened one at a time, each freed before the next (the arithmetic stays float32)."""
     if rows.dtype == torch.float32:
-        return [(0, rows)]
-    return [(start, rows[:, start : start + WIDENED_COLUMNS].float())
-            for start in range(0, rows.shape[1], WIDENED_COLUMNS)]
+        yield 0, rows
+        return
+    for start in range(0, rows.shape[1], WIDENED_COLUMNS):
+        yield start, rows[:, start : start + WIDENED_COLUMNS].float()
 
 
 @profiled("hf_mtl::gram")
