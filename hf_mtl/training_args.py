@@ -36,9 +36,8 @@ class MultiTaskTrainingArguments(RunSafetyArguments, LossMaskingArguments, Train
     )
     gradient_mode: str = field(
         default="params",
-        metadata={"help": "Where per-task gradients are taken for gradient-based combiners: `params` (shared "
-                          "encoder parameters, exact) or `encoder_output` (the encoder's output, one backward, "
-                          "an upper bound only)."},
+        metadata={"help": "Per-task gradients for gradient combiners: of the shared parameters (`params`, exact) "
+                          "or of the encoder output (`encoder_output`: one backward, a bound)."},
     )
     sampling_strategy: str = field(
         default="proportional",
@@ -60,14 +59,13 @@ class MultiTaskTrainingArguments(RunSafetyArguments, LossMaskingArguments, Train
     )
     shard_task_gradients: bool | None = field(
         default=None,
-        metadata={"help": "params mode under DDP: reduce-scatter the per-task gradients (True) or all-reduce them "
-                          "whole (False); unset: True with NCCL, False with gloo."},
+        metadata={"help": "params mode under DDP: reduce-scatter (True) or all-reduce (False) the per-task "
+                          "gradients; unset: True with NCCL only."},
     )
     task_gradient_dtype: str = field(
         default="float32",
-        metadata={"help": f"params mode: storage of the K×P per-task gradients, one of {BUFFER_DTYPES}. bfloat16 "
-                          "halves that buffer's memory and traffic (8 significant bits per stored gradient); the Gram "
-                          "and the update are computed in float32 either way."},
+        metadata={"help": "params mode: the per-task gradients' storage; bfloat16 halves its memory (Gram and update "
+                          "stay float32).", "choices": list(BUFFER_DTYPES)},
     )
     record_task_gradients: bool = field(
         default=False,
