@@ -11,7 +11,9 @@ same LoRA model and batch, so the ratio is stable on a noisy machine:
 * ``params``         — per-task gradients of the adapter (the shared parameters), Gram, MGDA, combined ``.grad``;
 * ``encoder_output`` — Gram of ``∂L_k/∂z``, MGDA, one backward of ``Σ w_k L_k``;
 * ``autograd_floor`` — shared input only: one forward + K ``autograd.grad`` calls, nothing else (what any exact
-  per-task gradient costs in time and memory: the forward's graph is kept until the last task's backward).
+  per-task gradient costs in time and memory: the forward's graph is kept until the last task's backward);
+* ``autograd_batched`` — shared input only: one forward, the K cotangents ``∂L_k/∂z``, one vectorised backward of
+  all K through the encoder (``is_grads_batched``), nothing else.
 
 Peak memory (MiB) is measured in a fresh process per row that builds the model and batch, then runs two steps of
 that one method: on CPU, the peak resident set during the steps minus the resident set before them (Linux: the peak
@@ -37,13 +39,20 @@ from collections.abc import Callable
 
 import torch
 from peft import LoraConfig
-from step_overhead import add_common_arguments, autograd_floor, make_batch, peak_above_setup, synchronize
+from step_overhead import (
+    add_common_arguments,
+    autograd_batched,
+    autograd_floor,
+    make_batch,
+    peak_above_setup,
+    synchronize,
+)
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.data.embedded import embedded_encoder_path
 
-METHODS = ("plain_lora", "params", "encoder_output", "autograd_floor")
+METHODS = ("plain_lora", "params", "encoder_output", "autograd_floor", "autograd_batched")
 
 
 class LoraBench:
@@ -70,6 +79,8 @@ class LoraBench:
     def step(self, method: str) -> Callable[[], object]:
         if method == "autograd_floor":
             return lambda: autograd_floor(self.model, self.tasks, self.batch)
+        if method == "autograd_batched":
+            return lambda: autograd_batched(self.model, self.tasks, self.batch)
         return lambda: self.trainers[method].training_step(self.model, self.batch)
 
     def run_once(self, method: str) -> float:
@@ -89,7 +100,7 @@ class LoraBench:
 
 def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
     bench = LoraBench(layout, num_tasks, args, device)
-    methods = [m for m in METHODS if layout == "shared" or m != "autograd_floor"]
+    methods = [m for m in METHODS if layout == "shared" or not m.startswith("autograd_")]
     for method in methods:  # warm-up
         bench.run_once(method)
     ratios: dict[str, list[float]] = {m: [] for m in methods}

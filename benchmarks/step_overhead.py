@@ -167,12 +167,7 @@ class Bench:
         autograd_floor(self.model, self.tasks, self.batch)
 
     def _autograd_batched(self) -> None:
-        model = self.model
-        model.train()
-        losses, (z,) = self._losses_and_features()
-        cotangents = torch.stack([torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in losses])
-        torch.autograd.grad(z, model.shared_parameters(), grad_outputs=cotangents, is_grads_batched=True,
-                            allow_unused=True)
+        autograd_batched(self.model, self.tasks, self.batch)
 
     def _torchjd(self, aggregator_name: str) -> None:
         from torchjd.aggregation import MGDA, UPGrad
@@ -208,6 +203,18 @@ def autograd_floor(model: MultiTaskModel, tasks: list[Task], batch: dict[str, An
     for k, loss in enumerate(losses):
         torch.autograd.grad(loss, shared + model.task_specific_parameters(tasks[k].name),
                             retain_graph=k < len(losses) - 1, allow_unused=True)
+
+
+def autograd_batched(model: MultiTaskModel, tasks: list[Task], batch: dict[str, Any]) -> None:
+    """Shared input: one forward, the K cotangents ``∂L_k/∂z``, one vectorised backward of all K through the
+    encoder (``is_grads_batched``), nothing else."""
+    model.train()
+    inputs, labels = batch["inputs"], batch["labels"]
+    z = model.encode(inputs)
+    losses = [model.head_loss(t.name, z, model.task_batch(inputs, labels, t.name))[0] for t in tasks]
+    cotangents = torch.stack([torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in losses])
+    torch.autograd.grad(z, model.shared_parameters(), grad_outputs=cotangents, is_grads_batched=True,
+                        allow_unused=True)
 
 
 def baseline_buffer(ref: str) -> type:
