@@ -138,7 +138,7 @@ class TaskGradientBuffer:
                  dtype: torch.dtype = torch.float32) -> None:
         if not shared_params:
             raise ValueError("No shared parameters: per-task gradient combination needs a shared encoder.")
-        if dtype not in (torch.float32, torch.bfloat16):
+        if str(dtype).removeprefix("torch.") not in BUFFER_DTYPES:
             raise ValueError(f"The per-task gradient buffer's dtype must be one of {BUFFER_DTYPES}, got {dtype}.")
         self.params = list(shared_params)
         self.numel = _flat_numel(self.params)
@@ -220,23 +220,17 @@ class TaskGradientBuffer:
         if self.sharded:
             return self._reduce_sharded(extra)
         world = self.world
-        n = self.num_tasks * self.numel
-        together = extra is not None and self._storage.dtype == torch.float32  # else the heads go with the flags
-        flat = torch.cat([self._storage.view(-1), extra.to(torch.float32)]) if together else self._storage.view(-1)
-        self._all_reduce(flat)
-        flat.div_(world)
-        if together:
-            self._storage.view(-1).copy_(flat[:n])
+        jacobian = self._storage.view(-1)  # J itself, reduced in place (no padding when unsharded)
+        self._all_reduce(jacobian)
+        jacobian.div_(world)
         self._owned = self.jacobian
-        small = self._flags() if together or extra is None else torch.cat([self._flags(), extra.to(torch.float32)])
+        # The heads' gradients travel in float32 with the seen/touched flags, whatever J's dtype.
+        flags = self._flags()
+        small = flags if extra is None else torch.cat([flags, extra.to(torch.float32)])
         self._all_reduce(small)
-        flags = len(self.seen) + len(self.params)
-        self._set_flags(small[:flags])
+        self._set_flags(small[: len(flags)])
         self._gram = blocked_gram(self._owned)
-        if extra is None:
-            return None
-        reduced = flat[n:] if together else small[flags:].div_(world)
-        return reduced.to(extra.dtype)
+        return None if extra is None else small[len(flags):].div_(world).to(extra.dtype)
 
     def _reduce_sharded(self, extra: torch.Tensor | None) -> torch.Tensor | None:
         world, k = self.world, self.num_tasks
