@@ -139,9 +139,9 @@ class Bench:
         if method in self.engines:
             return lambda: self.engines[method].training_step(model, self.batch)
         if method == "autograd_floor":
-            return self._autograd_floor
+            return lambda: autograd_floor(model, self.tasks, self.batch)
         if method == "autograd_batched":
-            return self._autograd_batched
+            return lambda: autograd_batched(model, self.tasks, self.batch)
         return lambda: self._torchjd(method.removeprefix("torchjd_"))
 
     def _plain(self) -> None:
@@ -152,9 +152,8 @@ class Bench:
     def _losses_and_features(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         model = self.model
         if self.layout == "shared":
-            inputs, labels = self.batch["inputs"], self.batch["labels"]
-            z = model.encode(inputs)
-            return [model.head_loss(t.name, z, model.task_batch(inputs, labels, t.name))[0] for t in self.tasks], [z]
+            losses, z = shared_input_losses(model, self.tasks, self.batch)
+            return losses, [z]
         losses, features = [], []
         for t in self.tasks:
             sub = self.batch["task_batches"][t.name]
@@ -162,12 +161,6 @@ class Bench:
             features.append(z)
             losses.append(model.head_loss(t.name, z, sub)[0])
         return losses, features
-
-    def _autograd_floor(self) -> None:
-        autograd_floor(self.model, self.tasks, self.batch)
-
-    def _autograd_batched(self) -> None:
-        autograd_batched(self.model, self.tasks, self.batch)
 
     def _torchjd(self, aggregator_name: str) -> None:
         from torchjd.aggregation import MGDA, UPGrad
@@ -192,13 +185,19 @@ class Bench:
         return time.perf_counter() - start
 
 
+def shared_input_losses(model: MultiTaskModel, tasks: list[Task], batch: dict[str, Any]
+                        ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Shared input: the K task losses of one encoder forward, and its output ``z``."""
+    inputs, labels = batch["inputs"], batch["labels"]
+    z = model.encode(inputs)
+    return [model.head_loss(t.name, z, model.task_batch(inputs, labels, t.name))[0] for t in tasks], z
+
+
 def autograd_floor(model: MultiTaskModel, tasks: list[Task], batch: dict[str, Any]) -> None:
     """Shared input: one forward and one ``autograd.grad`` per task (the least work that yields the K per-task
     gradients), nothing else."""
     model.train()
-    inputs, labels = batch["inputs"], batch["labels"]
-    z = model.encode(inputs)
-    losses = [model.head_loss(t.name, z, model.task_batch(inputs, labels, t.name))[0] for t in tasks]
+    losses, _ = shared_input_losses(model, tasks, batch)
     shared = model.shared_parameters()
     for k, loss in enumerate(losses):
         torch.autograd.grad(loss, shared + model.task_specific_parameters(tasks[k].name),
@@ -209,9 +208,7 @@ def autograd_batched(model: MultiTaskModel, tasks: list[Task], batch: dict[str, 
     """Shared input: one forward, the K cotangents ``∂L_k/∂z``, one vectorised backward of all K through the
     encoder (``is_grads_batched``), nothing else."""
     model.train()
-    inputs, labels = batch["inputs"], batch["labels"]
-    z = model.encode(inputs)
-    losses = [model.head_loss(t.name, z, model.task_batch(inputs, labels, t.name))[0] for t in tasks]
+    losses, z = shared_input_losses(model, tasks, batch)
     cotangents = torch.stack([torch.autograd.grad(loss, z, retain_graph=True)[0] for loss in losses])
     torch.autograd.grad(z, model.shared_parameters(), grad_outputs=cotangents, is_grads_batched=True,
                         allow_unused=True)
