@@ -7,7 +7,9 @@ The step strategies (:mod:`hf_mtl.steps`) delegate here. Two sources of per-task
   reduce-scattered (each rank owns P/W columns of every row), each rank forms the Gram of its columns, and one
   small all-reduce carries the K×K Gram with the task-specific (head) gradients; the update ``w @ J`` is
   combined column-wise and all-gathered into ``.grad`` (or ``J`` is all-reduced whole with ``shard=False``).
-  ``G = J Jᵀ`` is summed block by block in float64 (:func:`blocked_gram`).
+  ``G = J Jᵀ`` is summed block by block in float64 (:func:`blocked_gram`). A vocabulary-sized embedding matrix
+  (:func:`vocabulary_embeddings`) is copied, multiplied and combined only over the rows the step looked up
+  (:class:`LookedUpRows`): the other rows of its gradient are zero for every task.
 * :func:`representation_gram` — ``encoder_output`` mode: ``G_ij = <∂L_i/∂z, ∂L_j/∂z>`` with ``z`` the
   shared encoder output flattened over batch, tokens and hidden (the MGDA-UB bound of Sener & Koltun
   2018); only the heads are differentiated, then one ordinary backward of ``Σ w_k L_k`` follows.
@@ -15,13 +17,18 @@ The step strategies (:mod:`hf_mtl.steps`) delegate here. Two sources of per-task
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.profiler import record_function
+
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +93,65 @@ def blocked_gram(rows: torch.Tensor, block: int = GRAM_BLOCK) -> torch.Tensor:
             tail = piece[:, full:]
             gram += (tail @ tail.T).double()
     return gram
+
+
+VOCABULARY_ROWS = 4096  # an embedding matrix with at least this many rows is treated row by row
+
+
+def vocabulary_embeddings(model: nn.Module, params: Sequence[torch.Tensor],
+                          min_rows: int = VOCABULARY_ROWS) -> dict[int, list[nn.Embedding]]:
+    """``{position in params: the nn.Embedding modules holding it}`` for the 2-D parameters of at least
+    ``min_rows`` rows held by ``nn.Embedding`` modules only. A lookup's gradient is a scatter into the looked-up
+    rows, so such a matrix's gradient is zero outside them; a matrix also held by another module (an output
+    layer tied to the input embeddings) has a dense gradient and is left out."""
+    holders: dict[int, list[nn.Module]] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            holders.setdefault(id(param), []).append(module)
+    found = {}
+    for i, param in enumerate(params):
+        modules = holders.get(id(param), [])
+        if (modules and all(isinstance(m, nn.Embedding) for m in modules) and param.dim() == 2
+                and param.shape[0] >= min_rows):
+            found[i] = modules
+    return found
+
+
+class LookedUpRows:
+    """The rows of one embedding matrix that the forwards run under :meth:`recording` looked up since
+    :meth:`clear`, as a mask over its rows (the union over micro-batches, and over ranks after a reduction).
+
+    Args:
+        embeddings: the ``nn.Embedding`` modules holding the matrix (tied input embeddings: several).
+    """
+
+    def __init__(self, embeddings: Sequence[nn.Embedding]) -> None:
+        self.embeddings = list(embeddings)
+        weight = self.embeddings[0].weight
+        self.mask = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record the indices each module looks up inside the block (lookups without gradient are not
+        recorded: they add nothing to the gradient)."""
+        handles = [m.register_forward_pre_hook(self._record, with_kwargs=True) for m in self.embeddings]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _record(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        indices = args[0] if args else kwargs.get("input")
+        if indices is not None and torch.is_grad_enabled():
+            self.mask[indices.reshape(-1).to(self.mask.device)] = True
+
+    def indices(self) -> torch.Tensor:
+        """The looked-up rows, ascending."""
+        return torch.nonzero(self.mask).flatten()
+
+    def clear(self) -> None:
+        self.mask.zero_()
 
 
 def default_sharding() -> bool:
@@ -161,6 +227,51 @@ class TaskGradientBuffer:
         self._gram: torch.Tensor | None = None
         self._update: torch.Tensor | None = None  # Σ_k w_k J_k (P), kept between steps: see write_combination
         self.elements_sent = 0  # by this rank in the last step's collectives (ring algorithm count)
+        self._offsets = [0]
+        for param in self.params:
+            self._offsets.append(self._offsets[-1] + param.numel())
+        self._rows: dict[int, LookedUpRows] = {}  # row-sparse parameters: see track_rows
+        self._checking_rows = False  # during the first step with tracked rows: check them against the gradients
+
+    def track_rows(self, looked_up: Mapping[int, LookedUpRows]) -> None:
+        """Treat the parameters at these positions row by row: only the rows their :class:`LookedUpRows` recorded
+        this step are copied into ``J``, enter the Gram and are combined; their other rows stay zero in ``J`` and
+        in the update. Run the step's forwards under :meth:`recording_rows`.
+
+        During the first step every task's gradient is checked to be zero outside the recorded rows; a parameter
+        whose gradient is not (the matrix is also used outside its ``nn.Embedding`` modules) is treated densely
+        from then on, with a warning. Not for a sharded buffer (its columns are split across ranks).
+        """
+        if self._storage.shape[0] != 1:
+            raise ValueError("Row-sparse parameters need an unsharded buffer (shard=False or one process).")
+        for i in looked_up:
+            self._columns_of(i).zero_()  # the invariant: rows not looked up are zero in every task's row
+        self._rows = dict(looked_up)
+        self._checking_rows = bool(self._rows)
+
+    def recording_rows(self) -> contextlib.AbstractContextManager:
+        """Record the rows the forwards inside look up (for the parameters given to :meth:`track_rows`)."""
+        stack = contextlib.ExitStack()
+        for looked_up in self._rows.values():
+            stack.enter_context(looked_up.recording())
+        return stack
+
+    def _columns_of(self, i: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Parameter ``i``'s columns of ``rows`` (default: ``J``), as (K, its rows, its row length)."""
+        rows = self.jacobian if rows is None else rows
+        param = self.params[i]
+        return rows[:, self._offsets[i] : self._offsets[i + 1]].view(rows.shape[0], param.shape[0], -1)
+
+    def _dense_ranges(self, width: int) -> list[tuple[int, int]]:
+        """The column ranges of ``[0, width)`` outside the row-sparse parameters."""
+        ranges, start = [], 0
+        for i in sorted(self._rows):
+            if self._offsets[i] > start:
+                ranges.append((start, self._offsets[i]))
+            start = self._offsets[i + 1]
+        if start < width:
+            ranges.append((start, width))
+        return ranges
 
     @property
     def num_tasks(self) -> int:
@@ -183,12 +294,20 @@ class TaskGradientBuffer:
     def sharded(self) -> bool:
         return self.shard and self.world > 1
 
+    @property
+    def row_sparse(self) -> tuple[int, ...]:
+        """Positions of the parameters treated row by row (:meth:`track_rows`)."""
+        return tuple(sorted(self._rows))
+
     @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
         """Add one task's gradient (aligned with the shared parameters; ``None`` means zero)."""
         rows = self._storage[:, task_index]  # (W, S)
         first = not bool(self.seen[task_index])
         for i, (grad, segments) in enumerate(zip(grads, self._segments, strict=True)):
+            if i in self._rows and (grad is None or self._add_rows(task_index, i, grad, first)):
+                self.touched[i] = self.touched[i] or grad is not None
+                continue
             flat = None if grad is None else grad.reshape(-1)
             for chunk, start, source, length in segments:
                 target = rows[chunk, start : start + length]
@@ -204,6 +323,27 @@ class TaskGradientBuffer:
                 self.touched[i] = True
         self.seen[task_index] = True
 
+    def _add_rows(self, task_index: int, i: int, grad: torch.Tensor, first: bool) -> bool:
+        """Copy (first micro-batch) or add the looked-up rows of parameter ``i``'s gradient into task
+        ``task_index``'s row; ``False`` (and parameter ``i`` dense from now on) when the gradient is nonzero
+        outside them."""
+        looked_up = self._rows[i]
+        grad = grad.reshape(grad.shape[0], -1)
+        if self._checking_rows and bool((grad.ne(0).any(1) & ~looked_up.mask).any()):
+            logger.warning("Shared parameter %d (shape %s) has gradient rows no nn.Embedding lookup recorded "
+                           "(the matrix is also used elsewhere): its per-task gradients are kept dense.", i,
+                           tuple(self.params[i].shape))
+            del self._rows[i]  # its columns of J are right as they are: zero outside the rows written so far
+            return False
+        indices = looked_up.indices()
+        target = self._columns_of(i)[task_index]
+        values = grad.index_select(0, indices).to(target.dtype)
+        if first:
+            target.index_copy_(0, indices, values)
+        else:
+            target.index_add_(0, indices, values)
+        return True
+
     @profiled("hf_mtl::reduce")
     def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
         """Average ``J`` and ``extra`` (the flattened task-specific grads) over ranks and form the Gram.
@@ -215,7 +355,7 @@ class TaskGradientBuffer:
         self.elements_sent = 0
         if not distributed():
             self._owned = self.jacobian
-            self._gram = blocked_gram(self._owned)
+            self._gram = self._blocked_gram(self._owned)
             return extra
         if self.sharded:
             return self._reduce_sharded(extra)
@@ -224,13 +364,19 @@ class TaskGradientBuffer:
         self._all_reduce(jacobian)
         jacobian.div_(world)
         self._owned = self.jacobian
-        # The heads' gradients travel in float32 with the seen/touched flags, whatever J's dtype.
+        # The heads' gradients travel in float32 with the seen/touched flags and the looked-up rows (their
+        # union over ranks is where J is nonzero now), whatever J's dtype.
         flags = self._flags()
-        small = flags if extra is None else torch.cat([flags, extra.to(torch.float32)])
+        masks = [looked_up.mask.to(flags.device, torch.float32) for looked_up in self._rows.values()]
+        small = torch.cat([flags, *masks] + ([] if extra is None else [extra.to(torch.float32)]))
         self._all_reduce(small)
         self._set_flags(small[: len(flags)])
-        self._gram = blocked_gram(self._owned)
-        return None if extra is None else small[len(flags):].div_(world).to(extra.dtype)
+        offset = len(flags)
+        for looked_up, mask in zip(self._rows.values(), masks, strict=True):
+            looked_up.mask.copy_(small[offset : offset + len(mask)] > 0)
+            offset += len(mask)
+        self._gram = self._blocked_gram(self._owned)
+        return None if extra is None else small[offset:].div_(world).to(extra.dtype)
 
     def _reduce_sharded(self, extra: torch.Tensor | None) -> torch.Tensor | None:
         world, k = self.world, self.num_tasks
@@ -270,8 +416,17 @@ class TaskGradientBuffer:
         """``G = J Jᵀ`` in float64 (over all ranks after :meth:`reduce`); rows of tasks not seen are zero."""
         if self._gram is None:
             self._zero_unseen_rows()
-            self._gram = blocked_gram(self.jacobian)
+            self._gram = self._blocked_gram(self.jacobian)
         return self._gram
+
+    def _blocked_gram(self, rows: torch.Tensor) -> torch.Tensor:
+        """:func:`blocked_gram` of ``rows``, the row-sparse parameters' columns through their looked-up rows."""
+        gram = torch.zeros(rows.shape[0], rows.shape[0], dtype=torch.float64, device=rows.device)
+        for start, end in self._dense_ranges(rows.shape[1]):
+            gram += blocked_gram(rows[:, start:end])
+        for i, looked_up in self._rows.items():
+            gram += blocked_gram(self._columns_of(i, rows).index_select(1, looked_up.indices()).flatten(1))
+        return gram
 
     @profiled("hf_mtl::write_combination")
     def write_combination(self, weights: torch.Tensor, scale: float = 1.0) -> None:
@@ -308,14 +463,16 @@ class TaskGradientBuffer:
         rows = self._owned if self._owned is not None else self.jacobian
         weights = weights.to(torch.float32).to(rows.device)
         active = torch.nonzero(weights).flatten().tolist()
-        for start, piece in _float32_pieces(rows):
-            target = out[start : start + piece.shape[1]]
-            if len(active) == self.num_tasks:
-                torch.mv(piece.t(), weights, out=target)
-            else:
-                torch.mul(piece[active[0]], weights[active[0]], out=target)
-                for k in active[1:]:
-                    target.add_(piece[k], alpha=float(weights[k]))
+        for start, end in self._dense_ranges(rows.shape[1]):
+            _combine(rows[:, start:end], weights, active, out[start:end])
+        for i, looked_up in self._rows.items():
+            indices = looked_up.indices()
+            looked_up_rows = self._columns_of(i, rows).index_select(1, indices)  # (K, R, row length)
+            combined = _combine(looked_up_rows.flatten(1), weights, active,
+                                torch.empty(looked_up_rows[0].numel(), dtype=out.dtype, device=out.device))
+            target = out[self._offsets[i] : self._offsets[i + 1]].view(self.params[i].shape[0], -1)
+            target.zero_()  # not only last step's rows: .grad may have been scaled in place since
+            target.index_copy_(0, indices, combined.view(len(indices), -1))
         if scale != 1.0:
             out.mul_(scale)
         return out
@@ -334,6 +491,10 @@ class TaskGradientBuffer:
             self._storage[:, k].zero_()
 
     def reset(self) -> None:
+        for i, looked_up in self._rows.items():  # back to zero outside the rows the next step looks up
+            self._columns_of(i).index_fill_(1, looked_up.indices(), 0)
+            looked_up.clear()
+        self._checking_rows = False
         self.seen = torch.zeros(self.num_tasks, dtype=torch.bool)
         self.touched = [False] * len(self.params)
         self._owned = None
@@ -411,6 +572,19 @@ class ShardedParameterBuffer(TaskGradientBuffer):
 
         return DTensor.from_local(local.contiguous(), param.device_mesh, param.placements, run_check=False,
                                   shape=param.shape, stride=param.stride())
+
+
+def _combine(rows: torch.Tensor, weights: torch.Tensor, active: list[int], out: torch.Tensor) -> torch.Tensor:
+    """``out = Σ_{k ∈ active} w_k rows_k`` in float32 (``active``: the tasks of nonzero weight)."""
+    for start, piece in _float32_pieces(rows):
+        target = out[start : start + piece.shape[1]]
+        if len(active) == rows.shape[0]:
+            torch.mv(piece.t(), weights, out=target)
+        else:
+            torch.mul(piece[active[0]], weights[active[0]], out=target)
+            for k in active[1:]:
+                target.add_(piece[k], alpha=float(weights[k]))
+    return out
 
 
 def flatten_grads(params: Sequence[torch.nn.Parameter]) -> torch.Tensor | None:

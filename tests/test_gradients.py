@@ -284,3 +284,102 @@ def test_nan_loss_raise_policy_names_task_and_step(tmp_path, tiny_encoder_dir, t
     with pytest.raises(FloatingPointError, match=r"Step 0: non-finite loss or gradient for task\(s\) \['score'\]"):
         trained(tmp_path, tiny_encoder_dir, three_tasks, data, tokenizer, combiner=SumOfGradients(),
                 nonfinite_policy="raise")
+
+
+class LookupModel(torch.nn.Module):
+    """A vocabulary-sized embedding, a small position table and a linear layer; ``reuse_vocabulary`` also
+    multiplies by the embedding matrix outside its ``nn.Embedding`` (an output layer tied by hand), which makes
+    its gradient dense."""
+
+    def __init__(self, vocabulary: int = 5000, dim: int = 6, reuse_vocabulary: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.words = torch.nn.Embedding(vocabulary, dim)
+        self.positions = torch.nn.Embedding(8, dim)
+        self.mix = torch.nn.Linear(dim, dim)
+        self.reuse_vocabulary = reuse_vocabulary
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.mix(self.words(ids) + self.positions(torch.arange(ids.shape[1])))
+        if self.reuse_vocabulary:
+            hidden = torch.nn.functional.linear(hidden, self.words.weight)
+        return hidden
+
+
+def lookup_losses(model, buffer, ids_per_task, nan_task=None):
+    """Each task's loss on its own ids (``ids_per_task[k]``), its shared gradients added to ``buffer``."""
+    params = list(model.parameters())
+    for k, ids in enumerate(ids_per_task):
+        with buffer.recording_rows():
+            out = model(ids)
+        loss = (out * torch.linspace(-1, 1, out.shape[-1])).pow(2).mean() * (k + 1)
+        grads = list(torch.autograd.grad(loss, params))
+        if k == nan_task:
+            grads[0] = grads[0].clone()
+            grads[0][ids[0, 0]] = float("nan")  # a looked-up row
+        buffer.add(k, grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reuse_vocabulary", [False, True])
+def test_row_sparse_vocabulary_gives_the_dense_gram_and_update(dtype, reuse_vocabulary, caplog):
+    """The vocabulary's rows that no lookup reached are left out of J's copy, the Gram and the combination: the
+    result must be the dense buffer's, over two steps of two micro-batches with different rows each (the first
+    step's rows must not leak into the second, even after ``.grad`` was overwritten in place), with a NaN row of
+    weight 0. A matrix used outside its nn.Embedding is caught in the first step and kept dense."""
+    generator = torch.Generator().manual_seed(1)
+    sparse_model, dense_model = LookupModel(reuse_vocabulary=reuse_vocabulary), LookupModel(reuse_vocabulary=reuse_vocabulary)
+    sparse = TaskGradientBuffer(list(sparse_model.parameters()), num_tasks=3, dtype=dtype)
+    embeddings = gradients.vocabulary_embeddings(sparse_model, list(sparse_model.parameters()))
+    assert list(embeddings) == [0], "the 8-row position table is not vocabulary-sized"
+    sparse.track_rows({i: gradients.LookedUpRows(m) for i, m in embeddings.items()})
+    dense = TaskGradientBuffer(list(dense_model.parameters()), num_tasks=3, dtype=dtype)
+    weights = torch.tensor([0.5, 0.0, -2.0], dtype=torch.float64)
+    live = [0, 2]
+    for step in range(2):
+        for _micro_batch in range(2):
+            ids = [torch.randint(0, 5000, (2, 8), generator=generator) for _ in range(3)]
+            with caplog.at_level(logging.WARNING, logger="hf_mtl.gradients"):
+                lookup_losses(sparse_model, sparse, ids, nan_task=1)
+            lookup_losses(dense_model, dense, ids, nan_task=1)
+        assert sparse.row_sparse == (() if reuse_vocabulary else (0,))
+        for buffer in (sparse, dense):
+            buffer.reduce()
+            buffer.write_combination(weights, scale=0.5)
+        assert_close_by_norm(sparse.gram()[live][:, live], dense.gram()[live][:, live], f"step {step}: Gram",
+                             rtol=1e-6)
+        assert torch.isnan(sparse.gram()[1, 1]), f"step {step}: NaN task's Gram diagonal {sparse.gram()[1, 1]}"
+        assert_close_by_norm(sparse.jacobian[live].double(), dense.jacobian[live].double(), f"step {step}: J",
+                             rtol=0.0, atol=0.0)
+        for (name, p), q in zip(sparse_model.named_parameters(), dense_model.parameters(), strict=True):
+            assert_close_by_norm(p.grad, q.grad, f"step {step}: update of {name}", rtol=1e-6)
+        for buffer, model in ((sparse, sparse_model), (dense, dense_model)):
+            buffer.reset()
+            model.words.weight.grad.fill_(float("nan"))  # e.g. clipping by a NaN norm, in place
+    warned = [r for r in caplog.records if "kept dense" in r.getMessage()]
+    assert len(warned) == (1 if reuse_vocabulary else 0), [r.getMessage() for r in caplog.records]
+
+
+def test_vocabulary_embeddings_leaves_out_a_matrix_tied_to_an_output_layer():
+    """An output layer holding the embedding matrix (tied weights) makes its gradient dense."""
+    model = LookupModel()
+    assert list(gradients.vocabulary_embeddings(model, list(model.parameters()))) == [0]
+    model.out = torch.nn.Linear(6, 5000, bias=False)
+    model.out.weight = model.words.weight
+    assert gradients.vocabulary_embeddings(model, list(model.parameters())) == {}
+    assert list(gradients.vocabulary_embeddings(model, list(model.parameters()), min_rows=8)) == [1]
+
+
+def test_params_step_treats_the_encoder_vocabulary_row_by_row(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                              three_task_data):
+    """A BERT's word embeddings (its only vocabulary-sized matrix) are row-sparse in the trainer's buffer, and
+    the rows not looked up in the last step are zero in every task's row of J."""
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
+    trainer = MultiTaskTrainer(model, args_for(tmp_path, max_steps=2, combiner="mgda", gradient_mode="params"),
+                               train_dataset=three_task_data, processing_class=tokenizer)
+    trainer.train()
+    buffer = trainer.step_strategy.buffer
+    shared = model.shared_parameters()
+    assert buffer.row_sparse == (0,) and shared[0] is model.get_input_embeddings().weight
+    assert buffer.jacobian.abs().sum() > 0 and buffer.jacobian[:, : shared[0].numel()].abs().sum() == 0

@@ -23,7 +23,14 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
-from hf_mtl.gradients import ShardedParameterBuffer, TaskGradientBuffer, flatten_grads, unflatten_into_grads
+from hf_mtl.gradients import (
+    LookedUpRows,
+    ShardedParameterBuffer,
+    TaskGradientBuffer,
+    flatten_grads,
+    unflatten_into_grads,
+    vocabulary_embeddings,
+)
 from hf_mtl.steps.base import StepStrategy, ordered_losses, register_step_strategy, solve_weights
 from hf_mtl.steps.record import StepRecord
 
@@ -68,7 +75,7 @@ class ParamsStep(StepStrategy):
                 sub_batch = inputs["task_batches"].get(name)
                 if sub_batch is None:
                     raise ValueError(f"Step {context.step}: task {name!r} has no sub-batch in this batch.")
-                with context.autocast(), record_function("hf_mtl::forward"):
+                with context.autocast(), record_function("hf_mtl::forward"), self._buffer.recording_rows():
                     z = module.encode(sub_batch, task=name)
                     loss, _ = module.head_loss(name, z, sub_batch)
                 self._accumulate(k, name, loss * scale, retain_graph=False)
@@ -76,7 +83,7 @@ class ParamsStep(StepStrategy):
         else:
             labels = inputs["labels"]
             module.check_tasks(list(labels))
-            with context.autocast(), record_function("hf_mtl::forward"):
+            with context.autocast(), record_function("hf_mtl::forward"), self._buffer.recording_rows():
                 z = module.encode(inputs["inputs"])
                 task_losses = [module.head_loss(n, z, module.task_batch(inputs["inputs"], labels, n))[0] for n in names]
             for k, (name, loss) in enumerate(zip(names, task_losses, strict=True)):
@@ -91,7 +98,11 @@ class ParamsStep(StepStrategy):
         dtype = getattr(torch, self.context.task_gradient_dtype)
         if any(type(p).__name__ == "DTensor" for p in shared):  # sharded by FSDP2 (fully_shard)
             return ShardedParameterBuffer(shared, self.context.num_tasks, dtype=dtype)
-        return TaskGradientBuffer(shared, self.context.num_tasks, shard=self.context.shard_task_gradients, dtype=dtype)
+        buffer = TaskGradientBuffer(shared, self.context.num_tasks, shard=self.context.shard_task_gradients, dtype=dtype)
+        if not buffer.sharded:  # a vocabulary's gradient is nonzero only in the rows the step looked up
+            embeddings = vocabulary_embeddings(self.module, shared)
+            buffer.track_rows({i: LookedUpRows(modules) for i, modules in embeddings.items()})
+        return buffer
 
     def _backward_per_task(self, model: nn.Module, inputs: Mapping[str, Any], scale: float) -> list[torch.Tensor]:
         """FSDP2: one forward of the sharded model, one backward per task; each task's reduce-scattered shards go

@@ -16,7 +16,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from hf_mtl.gradients import TaskGradientBuffer
+from hf_mtl.gradients import LookedUpRows, TaskGradientBuffer
 
 SHAPES = [(5, 3), (7,), (4, 4), (3,), (3, 2)]  # P = 47: the sharded buffer pads it to 2 × 24 columns
 NUM_TASKS = 3
@@ -68,6 +68,29 @@ def run(shard: bool, dtype: torch.dtype = torch.float32) -> dict[str, object]:
             "elements_sent": update_elements, "numel": buffer.numel}
 
 
+def run_row_sparse(track_rows: bool) -> dict[str, object]:
+    """Two tasks through a vocabulary-sized embedding, each rank looking up its own rows (two micro-batches):
+    with ``track_rows`` the buffer reduces the looked-up rows' union over ranks, else it is dense."""
+    rank = dist.get_rank()
+    torch.manual_seed(0)  # the same model on both ranks
+    words, mix = torch.nn.Embedding(5000, 4), torch.nn.Linear(4, 3)
+    params = [words.weight, mix.weight, mix.bias]
+    buffer = TaskGradientBuffer(params, 2, shard=False)
+    if track_rows:
+        buffer.track_rows({0: LookedUpRows([words])})
+    generator = torch.Generator().manual_seed(200 + rank)
+    for _micro_batch in range(2):
+        for k in range(2):
+            ids = torch.randint(0, 5000, (3, 5), generator=generator)
+            with buffer.recording_rows():
+                out = mix(words(ids))
+            buffer.add(k, list(torch.autograd.grad(out.pow(2).mean() * (k + 1) + out[..., k].sum(), params)))
+    buffer.reduce()
+    buffer.write_combination(torch.tensor([0.5, 1.5], dtype=torch.float64))
+    return {"gram": buffer.gram().clone(), "jacobian": buffer.task_gradients().clone(),
+            "grads": [p.grad.detach().clone() for p in params], "row_sparse": buffer.row_sparse}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -76,6 +99,7 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {"sharded": run(True), "all_reduce": run(False), "sharded_bf16": run(True, torch.bfloat16),
                "all_reduce_bf16": run(False, torch.bfloat16), "expected_jacobian": expected_jacobian(2),
+               "row_sparse": run_row_sparse(True), "row_dense": run_row_sparse(False),
                "default_shard": TaskGradientBuffer([torch.nn.Parameter(torch.zeros(2))], 1).sharded}
     torch.save(results, os.path.join(args.out, f"rank{dist.get_rank()}.pt"))
     dist.destroy_process_group()

@@ -60,6 +60,21 @@ def test_reduction_matches_the_averaged_gradients(results, path):
 
 
 @pytest.mark.distributed
+def test_row_sparse_vocabulary_reduces_like_the_dense_buffer(results):
+    """Each rank looks up its own vocabulary rows: the all-reduced J is nonzero on their union, and the Gram and
+    update of the row-sparse buffer must be the dense buffer's on every rank."""
+    for rank, result in enumerate(results):
+        sparse, dense = result["row_sparse"], result["row_dense"]
+        assert (sparse["row_sparse"], dense["row_sparse"]) == ((0,), ()), f"rank {rank}"
+        assert_close_by_norm(sparse["gram"], dense["gram"], f"rank {rank}: Gram", rtol=1e-6)
+        assert_close_by_norm(sparse["jacobian"], dense["jacobian"], f"rank {rank}: J", rtol=1e-6)
+        for i, (ours, theirs) in enumerate(zip(sparse["grads"], dense["grads"], strict=True)):
+            assert_close_by_norm(ours, theirs, f"rank {rank}: update of parameter {i}", rtol=1e-6)
+    touched = [set(torch.nonzero(r["row_dense"]["grads"][0].abs().sum(1)).flatten().tolist()) for r in results]
+    assert len(touched[0]) > 60 and touched[0] == touched[1], f"{len(touched[0])} rows: one rank looks up at most 60"
+
+
+@pytest.mark.distributed
 def test_gloo_defaults_to_the_whole_all_reduce(results):
     """gloo's reduce-scatter is slower than its all-reduce (hf_mtl.gradients.default_sharding): not the default."""
     assert [r["default_shard"] for r in results] == [False, False]
