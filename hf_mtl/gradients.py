@@ -194,7 +194,8 @@ class TaskGradientBuffer:
             the partial Gram on them, all-reduce only the K×K Gram and all-gather the combined update
             (elements sent per rank ≈ ``(K+1)·P`` instead of ``2·K·P``; the Gram and combination work is
             split W ways). ``False`` all-reduces the whole ``J`` and every rank repeats the Gram. ``None``:
-            :func:`default_sharding` (on with NCCL, off with gloo).
+            :func:`default_sharding` (on with NCCL, off with gloo). An unsharded buffer can treat embedding
+            matrices row by row (:meth:`track_rows`); across ranks it then sends only the rows some rank looked up.
         dtype: ``J``'s storage, ``torch.float32`` or ``torch.bfloat16`` (half the memory and traffic; each
             stored gradient keeps 8 significant bits, as in a bf16 mixed-precision run). The Gram and the
             update are computed in float32 from it either way, and the update written to ``.grad`` is float32.
@@ -360,12 +361,8 @@ class TaskGradientBuffer:
         if self.sharded:
             return self._reduce_sharded(extra)
         world = self.world
-        jacobian = self._storage.view(-1)  # J itself, reduced in place (no padding when unsharded)
-        self._all_reduce(jacobian)
-        jacobian.div_(world)
-        self._owned = self.jacobian
-        # The heads' gradients travel in float32 with the seen/touched flags and the looked-up rows (their
-        # union over ranks is where J is nonzero now), whatever J's dtype.
+        # First the seen/touched flags, the looked-up rows (their union over ranks is the rows of J to send) and
+        # the heads' gradients, in float32 whatever J's dtype.
         flags = self._flags()
         masks = [looked_up.mask.to(flags.device, torch.float32) for looked_up in self._rows.values()]
         small = torch.cat([flags, *masks] + ([] if extra is None else [extra.to(torch.float32)]))
@@ -375,8 +372,25 @@ class TaskGradientBuffer:
         for looked_up, mask in zip(self._rows.values(), masks, strict=True):
             looked_up.mask.copy_(small[offset : offset + len(mask)] > 0)
             offset += len(mask)
+        # Then J in place: whole, or each row's columns outside the row-sparse parameters and their union's rows.
+        for piece in self._dense_pieces():
+            self._all_reduce(piece)
+            piece.div_(world)
+        for i, looked_up in self._rows.items():
+            indices, columns = looked_up.indices(), self._columns_of(i)
+            rows = columns[:, indices]  # (K, R, row length), contiguous
+            self._all_reduce(rows)
+            columns[:, indices] = rows.div_(world)
+        self._owned = self.jacobian
         self._gram = self._blocked_gram(self._owned)
         return None if extra is None else small[offset:].div_(world).to(extra.dtype)
+
+    def _dense_pieces(self) -> list[torch.Tensor]:
+        """Contiguous views covering ``J`` outside the row-sparse parameters (``J`` itself when there are none)."""
+        if not self._rows:
+            return [self._storage.view(-1)]
+        jacobian = self.jacobian
+        return [jacobian[k, start:end] for k in range(self.num_tasks) for start, end in self._dense_ranges(self.numel)]
 
     def _reduce_sharded(self, extra: torch.Tensor | None) -> torch.Tensor | None:
         world, k = self.world, self.num_tasks

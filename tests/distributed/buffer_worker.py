@@ -86,9 +86,11 @@ def run_row_sparse(track_rows: bool) -> dict[str, object]:
                 out = mix(words(ids))
             buffer.add(k, list(torch.autograd.grad(out.pow(2).mean() * (k + 1) + out[..., k].sum(), params)))
     buffer.reduce()
+    elements_sent = buffer.elements_sent
     buffer.write_combination(torch.tensor([0.5, 1.5], dtype=torch.float64))
     return {"gram": buffer.gram().clone(), "jacobian": buffer.task_gradients().clone(),
-            "grads": [p.grad.detach().clone() for p in params], "row_sparse": buffer.row_sparse}
+            "grads": [p.grad.detach().clone() for p in params], "row_sparse": buffer.row_sparse,
+            "elements_sent": elements_sent}
 
 
 def main() -> None:

@@ -61,8 +61,8 @@ def test_reduction_matches_the_averaged_gradients(results, path):
 
 @pytest.mark.distributed
 def test_row_sparse_vocabulary_reduces_like_the_dense_buffer(results):
-    """Each rank looks up its own vocabulary rows: the all-reduced J is nonzero on their union, and the Gram and
-    update of the row-sparse buffer must be the dense buffer's on every rank."""
+    """Each rank looks up its own vocabulary rows: the all-reduced J is nonzero on their union, the Gram and
+    update of the row-sparse buffer must be the dense buffer's on every rank, and only the union's rows are sent."""
     for rank, result in enumerate(results):
         sparse, dense = result["row_sparse"], result["row_dense"]
         assert (sparse["row_sparse"], dense["row_sparse"]) == ((0,), ()), f"rank {rank}"
@@ -72,6 +72,11 @@ def test_row_sparse_vocabulary_reduces_like_the_dense_buffer(results):
             assert_close_by_norm(ours, theirs, f"rank {rank}: update of parameter {i}", rtol=1e-6)
     touched = [set(torch.nonzero(r["row_dense"]["grads"][0].abs().sum(1)).flatten().tolist()) for r in results]
     assert len(touched[0]) > 60 and touched[0] == touched[1], f"{len(touched[0])} rows: one rank looks up at most 60"
+    # Sent by one of 2 ranks (all-reduce of n: n elements): the 2 seen + 3 touched flags and the 5000-row mask, then
+    # each task's 15 dense columns and the union's rows (4 columns each), against all of J (2 × 20015) + flags.
+    rows = len(touched[0])
+    assert [r["row_sparse"]["elements_sent"] for r in results] == [5 + 5000 + 2 * 15 + 2 * rows * 4] * 2
+    assert [r["row_dense"]["elements_sent"] for r in results] == [5 + 2 * 20015] * 2
 
 
 @pytest.mark.distributed
