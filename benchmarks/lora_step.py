@@ -66,6 +66,8 @@ class LoraBench:
         targets = [name.strip() for name in args.lora_target_modules.split(",")] if args.lora_target_modules else None
         lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules=targets)
         self.model = MultiTaskModel.from_encoder(encoder, self.tasks, peft_config=lora).to(device)
+        if args.gradient_checkpointing:  # every method: the per-task backwards recompute each layer's forward
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         common = dict(output_dir=args.output_dir, report_to=[], use_cpu=device.type == "cpu", disable_tqdm=True,
                       per_device_train_batch_size=args.batch_size)
         self.trainers = {"plain_lora": Trainer(self.model, TrainingArguments(**common))}
@@ -100,7 +102,8 @@ class LoraBench:
 
 def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
     bench = LoraBench(layout, num_tasks, args, device)
-    methods = [m for m in METHODS if layout == "shared" or not m.startswith("autograd_")]
+    methods = [m for m in METHODS if (layout == "shared" or not m.startswith("autograd_"))
+               and not (args.gradient_checkpointing and m == "autograd_batched")]  # vmap: no dropout inside
     for method in methods:  # warm-up
         bench.run_once(method)
     ratios: dict[str, list[float]] = {m: [] for m in methods}
@@ -120,7 +123,8 @@ def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespa
     """Peak memory of two steps of one method in a fresh process, above its state after set-up (MiB)."""
     cmd = [sys.executable, __file__, "--_memory_probe", f"{layout},{num_tasks},{method}", "--batch_size",
            str(args.batch_size), "--seq_len", str(args.seq_len), "--lora_r", str(args.lora_r), "--output_dir",
-           args.output_dir] + (["--lora_target_modules", args.lora_target_modules] if args.lora_target_modules else [])
+           args.output_dir] + (["--lora_target_modules", args.lora_target_modules] if args.lora_target_modules else []) \
+        + (["--gradient_checkpointing"] if args.gradient_checkpointing else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
 
@@ -136,6 +140,8 @@ def main() -> None:
     add_common_arguments(parser, os.path.join("outputs", "bench_lora_step"))
     parser.add_argument("--lora_r", type=int, default=8)
     parser.add_argument("--lora_target_modules", default=None, help="default: peft's (query,value for MiniLM)")
+    parser.add_argument("--gradient_checkpointing", action="store_true",
+                        help="activation checkpointing (non-reentrant) in every method, the plain step's included")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args._memory_probe:
