@@ -383,3 +383,16 @@ def test_params_step_treats_the_encoder_vocabulary_row_by_row(tmp_path, tiny_enc
     shared = model.shared_parameters()
     assert buffer.row_sparse == (0,) and shared[0] is model.get_input_embeddings().weight
     assert buffer.jacobian.abs().sum() > 0 and buffer.jacobian[:, : shared[0].numel()].abs().sum() == 0
+
+
+@pytest.mark.parametrize("mode", ["params", "encoder_output"])
+def test_gradient_checkpointing_gives_the_same_step(mode, tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
+                                                    three_task_data):
+    """``gradient_checkpointing=True`` recomputes the encoder's layers in every task's backward (and records the
+    looked-up rows again): the parameters must be those of the step without it."""
+    reference, _ = trained(tmp_path / "ref", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
+                           combiner=SumOfGradients(), gradient_mode=mode)
+    checkpointed, trainer = trained(tmp_path / "ckpt", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
+                                    combiner=SumOfGradients(), gradient_mode=mode, gradient_checkpointing=True)
+    assert checkpointed.encoder.is_gradient_checkpointing
+    assert_same_parameters(reference, checkpointed)
