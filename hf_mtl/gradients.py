@@ -232,6 +232,7 @@ class TaskGradientBuffer:
         for param in self.params:
             self._offsets.append(self._offsets[-1] + param.numel())
         self._rows: dict[int, LookedUpRows] = {}  # row-sparse parameters: see track_rows
+        self._tracked: tuple[int, ...] = ()
         self._checking_rows = False  # during the first step with tracked rows: check them against the gradients
 
     def track_rows(self, looked_up: Mapping[int, LookedUpRows]) -> None:
@@ -248,6 +249,7 @@ class TaskGradientBuffer:
         for i in looked_up:
             self._columns_of(i).zero_()  # the invariant: rows not looked up are zero in every task's row
         self._rows = dict(looked_up)
+        self._tracked = tuple(sorted(self._rows))  # as given: every rank drops the same ones (_agree_on_rows)
         self._checking_rows = bool(self._rows)
 
     def recording_rows(self) -> contextlib.AbstractContextManager:
@@ -361,6 +363,8 @@ class TaskGradientBuffer:
         if self.sharded:
             return self._reduce_sharded(extra)
         world = self.world
+        if self._checking_rows:
+            self._agree_on_rows()
         # First the seen/touched flags, the looked-up rows (their union over ranks is the rows of J to send) and
         # the heads' gradients, in float32 whatever J's dtype.
         flags = self._flags()
@@ -384,6 +388,15 @@ class TaskGradientBuffer:
         self._owned = self.jacobian
         self._gram = self._blocked_gram(self._owned)
         return None if extra is None else small[offset:].div_(world).to(extra.dtype)
+
+    def _agree_on_rows(self) -> None:
+        """After the first step's check: a matrix one rank found used elsewhere is dense on every rank (the others'
+        columns of J are exact as they are, their gradients being zero outside the rows they copied)."""
+        dense = torch.tensor([float(i not in self._rows) for i in self._tracked], device=self._storage.device)
+        self._all_reduce(dense)
+        for i, flag in zip(self._tracked, dense.tolist(), strict=True):
+            if flag > 0:
+                self._rows.pop(i, None)
 
     def _dense_pieces(self) -> list[torch.Tensor]:
         """Contiguous views covering ``J`` outside the row-sparse parameters (``J`` itself when there are none)."""
@@ -481,7 +494,8 @@ class TaskGradientBuffer:
             _combine(rows[:, start:end], weights, active, out[start:end])
         for i, looked_up in self._rows.items():
             indices = looked_up.indices()
-            looked_up_rows = self._columns_of(i, rows)[:, indices]  # (K, R, row length): 60× faster than index_select(1, …) on this strided view (CPU)
+            # (K, R, row length); indexing, not index_select(1, …): 60× faster on this strided view (CPU)
+            looked_up_rows = self._columns_of(i, rows)[:, indices]
             combined = _combine(looked_up_rows.flatten(1), weights, active,
                                 torch.empty(looked_up_rows[0].numel(), dtype=out.dtype, device=out.device))
             target = out[self._offsets[i] : self._offsets[i + 1]].view(self.params[i].shape[0], -1)

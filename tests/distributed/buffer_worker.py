@@ -68,9 +68,10 @@ def run(shard: bool, dtype: torch.dtype = torch.float32) -> dict[str, object]:
             "elements_sent": update_elements, "numel": buffer.numel}
 
 
-def run_row_sparse(track_rows: bool) -> dict[str, object]:
+def run_row_sparse(track_rows: bool, used_elsewhere_on_rank1: bool = False) -> dict[str, object]:
     """Two tasks through a vocabulary-sized embedding, each rank looking up its own rows (two micro-batches):
-    with ``track_rows`` the buffer reduces the looked-up rows' union over ranks, else it is dense."""
+    with ``track_rows`` the buffer reduces the looked-up rows' union over ranks, else it is dense. With
+    ``used_elsewhere_on_rank1``, rank 1's first gradient also has a row no lookup recorded."""
     rank = dist.get_rank()
     torch.manual_seed(0)  # the same model on both ranks
     words, mix = torch.nn.Embedding(5000, 4), torch.nn.Linear(4, 3)
@@ -81,10 +82,13 @@ def run_row_sparse(track_rows: bool) -> dict[str, object]:
     generator = torch.Generator().manual_seed(200 + rank)
     for _micro_batch in range(2):
         for k in range(2):
-            ids = torch.randint(0, 5000, (3, 5), generator=generator)
+            ids = torch.randint(0, 4999, (3, 5), generator=generator)
             with buffer.recording_rows():
                 out = mix(words(ids))
-            buffer.add(k, list(torch.autograd.grad(out.pow(2).mean() * (k + 1) + out[..., k].sum(), params)))
+            grads = list(torch.autograd.grad(out.pow(2).mean() * (k + 1) + out[..., k].sum(), params))
+            if used_elsewhere_on_rank1 and rank == 1 and _micro_batch == 0 and k == 0:
+                grads[0][4999] += 1.0  # row 4999 is not among the looked-up ones (ids < 4999 below)
+            buffer.add(k, grads)
     buffer.reduce()
     elements_sent = buffer.elements_sent
     buffer.write_combination(torch.tensor([0.5, 1.5], dtype=torch.float64))
@@ -102,6 +106,7 @@ def main() -> None:
     results = {"sharded": run(True), "all_reduce": run(False), "sharded_bf16": run(True, torch.bfloat16),
                "all_reduce_bf16": run(False, torch.bfloat16), "expected_jacobian": expected_jacobian(2),
                "row_sparse": run_row_sparse(True), "row_dense": run_row_sparse(False),
+               "row_sparse_fallback": run_row_sparse(True, True), "row_dense_fallback": run_row_sparse(False, True),
                "default_shard": TaskGradientBuffer([torch.nn.Parameter(torch.zeros(2))], 1).sharded}
     torch.save(results, os.path.join(args.out, f"rank{dist.get_rank()}.pt"))
     dist.destroy_process_group()
