@@ -184,6 +184,53 @@ def _ring_elements(kind: str, numel: int, world: int) -> int:
     return factor * numel * (world - 1) // world
 
 
+class _CompactRows:
+    """The task rows of one row-sparse parameter: slot ``s`` of every task holds row ``rows[s]`` of its gradient
+    (``values``: K × slots × row length); the parameter's other rows are zero for every task."""
+
+    def __init__(self, num_tasks: int, param: torch.Tensor, dtype: torch.dtype) -> None:
+        self.row_length = param.numel() // param.shape[0]
+        self.values = torch.empty(num_tasks, 0, self.row_length, dtype=dtype, device=param.device)
+        self.rows = torch.empty(0, dtype=torch.long, device=param.device)
+        self.slot_of_row = torch.full((param.shape[0],), -1, dtype=torch.long, device=param.device)
+
+    @property
+    def used(self) -> torch.Tensor:
+        """K × rows × row length: the slots in use."""
+        return self.values[:, : len(self.rows)]
+
+    def slots(self, rows: torch.Tensor) -> torch.Tensor:
+        """The slots of ``rows``; rows without one get new slots, zero for every task."""
+        slots = self.slot_of_row[rows]
+        new = rows[slots < 0]
+        if len(new):
+            start = len(self.rows)
+            self._reserve(start + len(new))
+            self.values[:, start : start + len(new)].zero_()
+            self.slot_of_row[new] = torch.arange(start, start + len(new), device=rows.device)
+            self.rows = torch.cat([self.rows, new])
+            slots = self.slot_of_row[rows]
+        return slots
+
+    def replace(self, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """Hold ``values`` (K × len(rows) × row length) for ``rows`` instead (after a reduction across ranks)."""
+        self.clear()
+        self._reserve(len(rows))
+        self.values[:, : len(rows)] = values
+        self.slot_of_row[rows] = torch.arange(len(rows), device=rows.device)
+        self.rows = rows
+
+    def _reserve(self, slots: int) -> None:
+        if self.values.shape[1] < slots:  # grows by doubling: a few reallocations in the first steps
+            grown = self.values.new_empty(self.values.shape[0], max(slots, 2 * self.values.shape[1]), self.row_length)
+            grown[:, : len(self.rows)] = self.used
+            self.values = grown
+
+    def clear(self) -> None:
+        self.slot_of_row[self.rows] = -1
+        self.rows = self.rows[:0]
+
+
 class TaskGradientBuffer:
     """``J`` (K × P): per-task gradients of the shared parameters, accumulated over micro-batches.
 
@@ -194,7 +241,7 @@ class TaskGradientBuffer:
             the partial Gram on them, all-reduce only the K×K Gram and all-gather the combined update
             (elements sent per rank ≈ ``(K+1)·P`` instead of ``2·K·P``; the Gram and combination work is
             split W ways). ``False`` all-reduces the whole ``J`` and every rank repeats the Gram. ``None``:
-            :func:`default_sharding` (on with NCCL, off with gloo). An unsharded buffer can treat embedding
+            :func:`default_sharding` (on with NCCL, off with gloo). An unsharded buffer can hold embedding
             matrices row by row (:meth:`track_rows`); across ranks it then sends only the rows some rank looked up.
         dtype: ``J``'s storage, ``torch.float32`` or ``torch.bfloat16`` (half the memory and traffic; each
             stored gradient keeps 8 significant bits, as in a bf16 mixed-precision run). The Gram and the
@@ -211,43 +258,59 @@ class TaskGradientBuffer:
         self.numel = _flat_numel(self.params)
         self.world = dist.get_world_size() if distributed() else 1
         self.shard = default_sharding() if shard is None else shard
-        chunks = self.world if self.sharded else 1
-        width = -(-self.numel // chunks)  # S columns per rank (sharded: P padded to W·S)
-        self.columns = chunks * width
-        first = self.params[0]
-        # (W, K, S): rank r's columns of every row are one contiguous block, so the reduce-scatter sends the
-        # buffer itself. Unsharded W = 1: J is ``_storage[0]``.
-        self._storage = torch.empty(chunks, num_tasks, width, device=first.device, dtype=dtype)
-        if self.columns > self.numel:
-            self._storage[-1, :, self.numel - (chunks - 1) * width:].zero_()  # the padding stays zero
-        self._segments = _column_segments(self.params, width)
-        # A row is written (copy) by its first micro-batch and accumulated (add) after: no zeroing pass.
-        self.seen = torch.zeros(num_tasks, dtype=torch.bool)
-        self.touched = [False] * len(self.params)
-        self._owned: torch.Tensor | None = None  # after reduce(): the columns this rank holds, all ranks summed
-        self._gram: torch.Tensor | None = None
-        self._update: torch.Tensor | None = None  # Σ_k w_k J_k (P), kept between steps: see write_combination
-        self.elements_sent = 0  # by this rank in the last step's collectives (ring algorithm count)
-        self._offsets = [0]
+        self._offsets = [0]  # parameter i's columns of J (and of the update): offsets[i] … offsets[i + 1]
         for param in self.params:
             self._offsets.append(self._offsets[-1] + param.numel())
         self._rows: dict[int, LookedUpRows] = {}  # row-sparse parameters: see track_rows
         self._tracked: tuple[int, ...] = ()
         self._checking_rows = False  # during the first step with tracked rows: check them against the gradients
+        self._compact: dict[int, _CompactRows] = {}  # after that step: their rows, outside the storage
+        self._allocate(num_tasks, dtype)
+        # A row is written (copy) by its first micro-batch and accumulated (add) after: no zeroing pass.
+        self.seen = torch.zeros(num_tasks, dtype=torch.bool)
+        self.touched = [False] * len(self.params)
+        self._owned: torch.Tensor | None = None  # after reduce(): the stored columns this rank holds, all ranks summed
+        self._gram: torch.Tensor | None = None
+        self._update: torch.Tensor | None = None  # Σ_k w_k J_k (P), kept between steps: see write_combination
+        self.elements_sent = 0  # by this rank in the last step's collectives (ring algorithm count)
+
+    def _allocate(self, num_tasks: int, dtype: torch.dtype) -> None:
+        """The storage of the parameters not held row by row (all of them before :meth:`track_rows` has taken
+        effect): (W, K, S), rank r's columns of every row one contiguous block, so that the reduce-scatter sends
+        the buffer itself. Unsharded W = 1: the stored ``J`` is ``_storage[0]``."""
+        stored = [p for i, p in enumerate(self.params) if i not in self._compact]
+        self.stored_numel = _flat_numel(stored)
+        chunks = self.world if self.sharded else 1
+        width = -(-self.stored_numel // chunks)  # S columns per rank (sharded: padded to W·S)
+        self.columns = chunks * width
+        self._storage = torch.empty(chunks, num_tasks, width, device=self.params[0].device, dtype=dtype)
+        if self.columns > self.stored_numel:
+            self._storage[-1, :, self.stored_numel - (chunks - 1) * width:].zero_()  # the padding stays zero
+        segments = iter(_column_segments(stored, width))
+        self._segments = [[] if i in self._compact else next(segments) for i in range(len(self.params))]
+        # Runs of consecutive stored parameters: (first stored column, first column of J, length).
+        self._runs, stored_offset = [], 0
+        for i, param in enumerate(self.params):
+            if i in self._compact:
+                continue
+            if self._runs and self._runs[-1][1] + self._runs[-1][2] == self._offsets[i]:
+                start, first, length = self._runs[-1]
+                self._runs[-1] = (start, first, length + param.numel())
+            else:
+                self._runs.append((stored_offset, self._offsets[i], param.numel()))
+            stored_offset += param.numel()
 
     def track_rows(self, looked_up: Mapping[int, LookedUpRows]) -> None:
-        """Treat the parameters at these positions row by row: only the rows their :class:`LookedUpRows` recorded
-        this step are copied into ``J``, enter the Gram and are combined; their other rows stay zero in ``J`` and
-        in the update. Run the step's forwards under :meth:`recording_rows`.
+        """Hold the parameters at these positions row by row: only the rows their :class:`LookedUpRows` recorded
+        in a step are kept (per task, outside the K × P storage), enter the Gram and are combined; their other rows
+        are zero in ``J`` and in the update. Run the step's forwards under :meth:`recording_rows`.
 
-        During the first step every task's gradient is checked to be zero outside the recorded rows; a parameter
-        whose gradient is not (the matrix is also used outside its ``nn.Embedding`` modules) is treated densely
-        from then on, with a warning. Not for a sharded buffer (its columns are split across ranks).
+        The first step keeps them dense and checks every task's gradient to be zero outside the recorded rows; a
+        parameter whose gradient is not (the matrix is also used outside its ``nn.Embedding`` modules) stays
+        dense, with a warning. Not for a sharded buffer (its columns are split across ranks).
         """
         if self._storage.shape[0] != 1:
             raise ValueError("Row-sparse parameters need an unsharded buffer (shard=False or one process).")
-        for i in looked_up:
-            self._columns_of(i).zero_()  # the invariant: rows not looked up are zero in every task's row
         self._rows = dict(looked_up)
         self._tracked = tuple(sorted(self._rows))  # as given: every rank drops the same ones (_agree_on_rows)
         self._checking_rows = bool(self._rows)
@@ -259,39 +322,39 @@ class TaskGradientBuffer:
             stack.enter_context(looked_up.recording())
         return stack
 
-    def _columns_of(self, i: int, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Parameter ``i``'s columns of ``rows`` (default: ``J``), as (K, its rows, its row length)."""
-        rows = self.jacobian if rows is None else rows
-        param = self.params[i]
-        return rows[:, self._offsets[i] : self._offsets[i + 1]].view(rows.shape[0], param.shape[0], -1)
-
-    def _dense_ranges(self, width: int) -> list[tuple[int, int]]:
-        """The column ranges of ``[0, width)`` outside the row-sparse parameters."""
-        ranges, start = [], 0
-        for i in sorted(self._rows):
-            if self._offsets[i] > start:
-                ranges.append((start, self._offsets[i]))
-            start = self._offsets[i + 1]
-        if start < width:
-            ranges.append((start, width))
-        return ranges
-
     @property
     def num_tasks(self) -> int:
         return self._storage.shape[1]
 
     @property
-    def jacobian(self) -> torch.Tensor:
-        """This rank's ``J`` (K × P) before :meth:`reduce` (a copy when sharded; after a sharded reduction,
-        :meth:`task_gradients` gives the reduced one)."""
+    def _stored_jacobian(self) -> torch.Tensor:
+        """This rank's stored columns of ``J`` (K × stored columns; a copy when sharded)."""
         if self._storage.shape[0] == 1:
-            return self._storage[0, :, : self.numel]
-        return self._storage.transpose(0, 1).reshape(self.num_tasks, self.columns)[:, : self.numel]
+            return self._storage[0, :, : self.stored_numel]
+        return self._storage.transpose(0, 1).reshape(self.num_tasks, self.columns)[:, : self.stored_numel]
+
+    @property
+    def jacobian(self) -> torch.Tensor:
+        """This rank's ``J`` (K × P) before :meth:`reduce` (a copy when sharded or with row-sparse parameters;
+        after a sharded reduction, :meth:`task_gradients` gives the reduced one)."""
+        if not self._compact:
+            return self._stored_jacobian
+        return self._assembled(self._stored_jacobian)
+
+    def _assembled(self, stored: torch.Tensor) -> torch.Tensor:
+        full = stored.new_zeros(self.num_tasks, self.numel)
+        for start, first, length in self._runs:
+            full[:, first : first + length] = stored[:, start : start + length]
+        for i, compact in self._compact.items():
+            columns = full[:, self._offsets[i] : self._offsets[i + 1]].view(self.num_tasks, -1, compact.row_length)
+            columns[:, compact.rows] = compact.used
+        return full
 
     @property
     def nbytes(self) -> int:
-        """Memory held by ``J`` (the K × P rows, padding included)."""
-        return self._storage.numel() * self._storage.element_size()
+        """Memory held by ``J`` (the stored K × P rows, padding included, and the row-sparse parameters' rows)."""
+        compact = sum(c.values.numel() * c.values.element_size() for c in self._compact.values())
+        return self._storage.numel() * self._storage.element_size() + compact
 
     @property
     def sharded(self) -> bool:
@@ -299,8 +362,8 @@ class TaskGradientBuffer:
 
     @property
     def row_sparse(self) -> tuple[int, ...]:
-        """Positions of the parameters treated row by row (:meth:`track_rows`)."""
-        return tuple(sorted(self._rows))
+        """Positions of the parameters held row by row (:meth:`track_rows`), once their first step has passed."""
+        return tuple(sorted(self._compact))
 
     @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
@@ -308,9 +371,10 @@ class TaskGradientBuffer:
         rows = self._storage[:, task_index]  # (W, S)
         first = not bool(self.seen[task_index])
         for i, (grad, segments) in enumerate(zip(grads, self._segments, strict=True)):
-            if i in self._rows and (grad is None or self._add_rows(task_index, i, grad, first)):
-                self.touched[i] = self.touched[i] or grad is not None
-                continue
+            if grad is not None and i in self._compact:
+                self._add_rows(task_index, i, grad, first)
+            elif grad is not None and self._checking_rows and i in self._rows:
+                self._check_rows(i, grad)
             flat = None if grad is None else grad.reshape(-1)
             for chunk, start, source, length in segments:
                 target = rows[chunk, start : start + length]
@@ -326,26 +390,25 @@ class TaskGradientBuffer:
                 self.touched[i] = True
         self.seen[task_index] = True
 
-    def _add_rows(self, task_index: int, i: int, grad: torch.Tensor, first: bool) -> bool:
-        """Copy (first micro-batch) or add the looked-up rows of parameter ``i``'s gradient into task
-        ``task_index``'s row; ``False`` (and parameter ``i`` dense from now on) when the gradient is nonzero
-        outside them."""
-        looked_up = self._rows[i]
-        grad = grad.reshape(grad.shape[0], -1)
-        if self._checking_rows and bool((grad.ne(0).any(1) & ~looked_up.mask).any()):
+    def _check_rows(self, i: int, grad: torch.Tensor) -> None:
+        """First step: parameter ``i`` stays dense if its gradient is nonzero outside the recorded rows."""
+        if bool((grad.reshape(grad.shape[0], -1).ne(0).any(1) & ~self._rows[i].mask).any()):
             logger.warning("Shared parameter %d (shape %s) has gradient rows no nn.Embedding lookup recorded "
                            "(the matrix is also used elsewhere): its per-task gradients are kept dense.", i,
                            tuple(self.params[i].shape))
-            del self._rows[i]  # its columns of J are right as they are: zero outside the rows written so far
-            return False
-        indices = looked_up.indices()
-        target = self._columns_of(i)[task_index]
-        values = grad.index_select(0, indices).to(target.dtype)
+            del self._rows[i]
+
+    def _add_rows(self, task_index: int, i: int, grad: torch.Tensor, first: bool) -> None:
+        """Copy (first micro-batch) or add the looked-up rows of parameter ``i``'s gradient into task
+        ``task_index``'s slots (every slot of the step so far belongs to a looked-up row)."""
+        compact, rows = self._compact[i], self._rows[i].indices()
+        slots = compact.slots(rows)
+        values = grad.reshape(grad.shape[0], -1).index_select(0, rows).to(compact.values.dtype)
+        target = compact.values[task_index]
         if first:
-            target.index_copy_(0, indices, values)
+            target.index_copy_(0, slots, values)
         else:
-            target.index_add_(0, indices, values)
-        return True
+            target.index_add_(0, slots, values)
 
     @profiled("hf_mtl::reduce")
     def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -357,7 +420,7 @@ class TaskGradientBuffer:
         self._zero_unseen_rows()  # this rank's unwritten rows must add zeros, not stale memory
         self.elements_sent = 0
         if not distributed():
-            self._owned = self.jacobian
+            self._owned = self._stored_jacobian
             self._gram = self._blocked_gram(self._owned)
             return extra
         if self.sharded:
@@ -365,45 +428,37 @@ class TaskGradientBuffer:
         world = self.world
         if self._checking_rows:
             self._agree_on_rows()
-        # First the seen/touched flags, the looked-up rows (their union over ranks is the rows of J to send) and
-        # the heads' gradients, in float32 whatever J's dtype.
+        # First the seen/touched flags, the looked-up rows of the row-sparse parameters (their union over ranks is
+        # what to send) and the heads' gradients, in float32 whatever J's dtype; then J in place.
         flags = self._flags()
-        masks = [looked_up.mask.to(flags.device, torch.float32) for looked_up in self._rows.values()]
+        masks = [self._rows[i].mask.to(flags.device, torch.float32) for i in self._compact]
         small = torch.cat([flags, *masks] + ([] if extra is None else [extra.to(torch.float32)]))
         self._all_reduce(small)
         self._set_flags(small[: len(flags)])
         offset = len(flags)
-        for looked_up, mask in zip(self._rows.values(), masks, strict=True):
-            looked_up.mask.copy_(small[offset : offset + len(mask)] > 0)
+        for compact, mask in zip(self._compact.values(), masks, strict=True):
+            union = torch.nonzero(small[offset : offset + len(mask)]).flatten()
             offset += len(mask)
-        # Then J in place: whole, or each row's columns outside the row-sparse parameters and their union's rows.
-        for piece in self._dense_pieces():
-            self._all_reduce(piece)
-            piece.div_(world)
-        for i, looked_up in self._rows.items():
-            indices, columns = looked_up.indices(), self._columns_of(i)
-            rows = columns[:, indices]  # (K, R, row length), contiguous
-            self._all_reduce(rows)
-            columns[:, indices] = rows.div_(world)
-        self._owned = self.jacobian
+            slots = compact.slot_of_row[union]
+            held = slots >= 0
+            values = compact.values.new_zeros(self.num_tasks, len(union), compact.row_length)
+            values[:, held] = compact.values[:, slots[held]]
+            self._all_reduce(values)
+            compact.replace(union, values.div_(world))
+        stored = self._storage.view(-1)  # no padding when unsharded
+        self._all_reduce(stored)
+        stored.div_(world)
+        self._owned = self._stored_jacobian
         self._gram = self._blocked_gram(self._owned)
         return None if extra is None else small[offset:].div_(world).to(extra.dtype)
 
     def _agree_on_rows(self) -> None:
-        """After the first step's check: a matrix one rank found used elsewhere is dense on every rank (the others'
-        columns of J are exact as they are, their gradients being zero outside the rows they copied)."""
+        """At the first step's end: a matrix one rank found used elsewhere stays dense on every rank."""
         dense = torch.tensor([float(i not in self._rows) for i in self._tracked], device=self._storage.device)
         self._all_reduce(dense)
         for i, flag in zip(self._tracked, dense.tolist(), strict=True):
             if flag > 0:
                 self._rows.pop(i, None)
-
-    def _dense_pieces(self) -> list[torch.Tensor]:
-        """Contiguous views covering ``J`` outside the row-sparse parameters (``J`` itself when there are none)."""
-        if not self._rows:
-            return [self._storage.view(-1)]
-        jacobian = self.jacobian
-        return [jacobian[k, start:end] for k in range(self.num_tasks) for start, end in self._dense_ranges(self.numel)]
 
     def _reduce_sharded(self, extra: torch.Tensor | None) -> torch.Tensor | None:
         world, k = self.world, self.num_tasks
@@ -443,16 +498,14 @@ class TaskGradientBuffer:
         """``G = J Jᵀ`` in float64 (over all ranks after :meth:`reduce`); rows of tasks not seen are zero."""
         if self._gram is None:
             self._zero_unseen_rows()
-            self._gram = self._blocked_gram(self.jacobian)
+            self._gram = self._blocked_gram(self._stored_jacobian)
         return self._gram
 
-    def _blocked_gram(self, rows: torch.Tensor) -> torch.Tensor:
-        """:func:`blocked_gram` of ``rows``, the row-sparse parameters' columns through their looked-up rows."""
-        gram = torch.zeros(rows.shape[0], rows.shape[0], dtype=torch.float64, device=rows.device)
-        for start, end in self._dense_ranges(rows.shape[1]):
-            gram += blocked_gram(rows[:, start:end])
-        for i, looked_up in self._rows.items():
-            gram += blocked_gram(self._columns_of(i, rows)[:, looked_up.indices()].flatten(1))
+    def _blocked_gram(self, stored: torch.Tensor) -> torch.Tensor:
+        """:func:`blocked_gram` of the stored columns plus the row-sparse parameters' rows."""
+        gram = blocked_gram(stored)
+        for compact in self._compact.values():
+            gram += blocked_gram(compact.used.flatten(1))
         return gram
 
     @profiled("hf_mtl::write_combination")
@@ -477,30 +530,29 @@ class TaskGradientBuffer:
             offset += n
 
     def _update_storage(self) -> torch.Tensor:
-        """The tensor the update is written to (``columns`` floats), allocated once: the parameters' ``.grad``
-        are views of it until the next step overwrites it, as DDP's gradient buckets are. A fresh tensor per
-        step cost more than the combination itself on CPU (page faults; ``benchmarks/step_phases.py``)."""
+        """The tensor the update is written to (P floats, or the sharded storage's padded columns), allocated once:
+        the parameters' ``.grad`` are views of it until the next step overwrites it, as DDP's gradient buckets
+        are. A fresh tensor per step cost more than the combination itself on CPU (page faults;
+        ``benchmarks/step_phases.py``)."""
         if self._update is None:
-            self._update = torch.empty(self.columns, dtype=torch.float32, device=self._storage.device)
+            size = self.columns if self.sharded else self.numel
+            self._update = torch.empty(size, dtype=torch.float32, device=self._storage.device)
         return self._update
 
     def _combined_rows(self, weights: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
         """``out = scale · Σ_k w_k J_k`` over the columns this rank holds (rows with weight 0 are left out: they
         may hold NaN, and ``0 · NaN`` is NaN)."""
-        rows = self._owned if self._owned is not None else self.jacobian
+        rows = self._owned if self._owned is not None else self._stored_jacobian
         weights = weights.to(torch.float32).to(rows.device)
         active = torch.nonzero(weights).flatten().tolist()
-        for start, end in self._dense_ranges(rows.shape[1]):
-            _combine(rows[:, start:end], weights, active, out[start:end])
-        for i, looked_up in self._rows.items():
-            indices = looked_up.indices()
-            # (K, R, row length); indexing, not index_select(1, …): 60× faster on this strided view (CPU)
-            looked_up_rows = self._columns_of(i, rows)[:, indices]
-            combined = _combine(looked_up_rows.flatten(1), weights, active,
-                                torch.empty(looked_up_rows[0].numel(), dtype=out.dtype, device=out.device))
-            target = out[self._offsets[i] : self._offsets[i + 1]].view(self.params[i].shape[0], -1)
+        runs = self._runs if self._compact else [(0, 0, rows.shape[1])]  # a sharded rank's block: one run
+        for start, first, length in runs:
+            _combine(rows[:, start : start + length], weights, active, out[first : first + length])
+        for i, compact in self._compact.items():
+            target = out[self._offsets[i] : self._offsets[i + 1]].view(-1, compact.row_length)
             target.zero_()  # not only last step's rows: .grad may have been scaled in place since
-            target.index_copy_(0, indices, combined.view(len(indices), -1))
+            combined = _combine(compact.used.flatten(1), weights, active, out.new_empty(compact.used[0].numel()))
+            target.index_copy_(0, compact.rows, combined.view(-1, compact.row_length))
         if scale != 1.0:
             out.mul_(scale)
         return out
@@ -517,12 +569,23 @@ class TaskGradientBuffer:
     def _zero_unseen_rows(self) -> None:
         for k in torch.nonzero(~self.seen).flatten().tolist():
             self._storage[:, k].zero_()
+            for compact in self._compact.values():
+                compact.used[k].zero_()
 
     def reset(self) -> None:
-        for i, looked_up in self._rows.items():  # back to zero outside the rows the next step looks up
-            self._columns_of(i).index_fill_(1, looked_up.indices(), 0)
+        """Ready for the next step. After the first step with tracked rows, the parameters that passed the check
+        leave the storage for their rows (the storage is reallocated once, without their columns)."""
+        for looked_up in self._rows.values():
             looked_up.clear()
-        self._checking_rows = False
+        for compact in self._compact.values():
+            compact.clear()
+        if self._checking_rows:
+            self._checking_rows = False
+            self._compact = {i: _CompactRows(self.num_tasks, self.params[i], self._storage.dtype) for i in self._rows}
+            if self._compact:
+                num_tasks, dtype = self.num_tasks, self._storage.dtype
+                del self._storage  # before the smaller one is allocated
+                self._allocate(num_tasks, dtype)
         self.seen = torch.zeros(self.num_tasks, dtype=torch.bool)
         self.touched = [False] * len(self.params)
         self._owned = None

@@ -68,10 +68,11 @@ def run(shard: bool, dtype: torch.dtype = torch.float32) -> dict[str, object]:
             "elements_sent": update_elements, "numel": buffer.numel}
 
 
-def run_row_sparse(track_rows: bool, used_elsewhere_on_rank1: bool = False) -> dict[str, object]:
-    """Two tasks through a vocabulary-sized embedding, each rank looking up its own rows (two micro-batches):
-    with ``track_rows`` the buffer reduces the looked-up rows' union over ranks, else it is dense. With
-    ``used_elsewhere_on_rank1``, rank 1's first gradient also has a row no lookup recorded."""
+def run_row_sparse(track_rows: bool, used_elsewhere_on_rank1: bool = False) -> list[dict[str, object]]:
+    """Two steps of two tasks through a vocabulary-sized embedding, each rank looking up its own rows (two
+    micro-batches per step): with ``track_rows`` the buffer checks the rows in the first step (dense) and from the
+    second holds only them, reducing their union over ranks; else it is dense. With ``used_elsewhere_on_rank1``,
+    rank 1's first gradient also has a row no lookup recorded. One result per step."""
     rank = dist.get_rank()
     torch.manual_seed(0)  # the same model on both ranks
     words, mix = torch.nn.Embedding(5000, 4), torch.nn.Linear(4, 3)
@@ -80,21 +81,25 @@ def run_row_sparse(track_rows: bool, used_elsewhere_on_rank1: bool = False) -> d
     if track_rows:
         buffer.track_rows({0: LookedUpRows([words])})
     generator = torch.Generator().manual_seed(200 + rank)
-    for _micro_batch in range(2):
-        for k in range(2):
-            ids = torch.randint(0, 4999, (3, 5), generator=generator)
-            with buffer.recording_rows():
-                out = mix(words(ids))
-            grads = list(torch.autograd.grad(out.pow(2).mean() * (k + 1) + out[..., k].sum(), params))
-            if used_elsewhere_on_rank1 and rank == 1 and _micro_batch == 0 and k == 0:
-                grads[0][4999] += 1.0  # row 4999 is not among the looked-up ones (ids < 4999 below)
-            buffer.add(k, grads)
-    buffer.reduce()
-    elements_sent = buffer.elements_sent
-    buffer.write_combination(torch.tensor([0.5, 1.5], dtype=torch.float64))
-    return {"gram": buffer.gram().clone(), "jacobian": buffer.task_gradients().clone(),
-            "grads": [p.grad.detach().clone() for p in params], "row_sparse": buffer.row_sparse,
-            "elements_sent": elements_sent}
+    steps = []
+    for step in range(2):
+        for micro_batch in range(2):
+            for k in range(2):
+                ids = torch.randint(0, 4999, (3, 5), generator=generator)
+                with buffer.recording_rows():
+                    out = mix(words(ids))
+                grads = list(torch.autograd.grad(out.pow(2).mean() * (k + 1) + out[..., k].sum(), params))
+                if used_elsewhere_on_rank1 and rank == 1 and step == micro_batch == k == 0:
+                    grads[0][4999] += 1.0  # row 4999 is not among the looked-up ones (ids < 4999)
+                buffer.add(k, grads)
+        buffer.reduce()
+        elements_sent = buffer.elements_sent
+        buffer.write_combination(torch.tensor([0.5, 1.5], dtype=torch.float64))
+        steps.append({"gram": buffer.gram().clone(), "jacobian": buffer.task_gradients().clone(),
+                      "grads": [p.grad.detach().clone() for p in params], "row_sparse": buffer.row_sparse,
+                      "elements_sent": elements_sent})
+        buffer.reset()
+    return steps
 
 
 def main() -> None:

@@ -61,37 +61,42 @@ def test_reduction_matches_the_averaged_gradients(results, path):
 
 @pytest.mark.distributed
 def test_row_sparse_vocabulary_reduces_like_the_dense_buffer(results):
-    """Each rank looks up its own vocabulary rows: the all-reduced J is nonzero on their union, the Gram and
-    update of the row-sparse buffer must be the dense buffer's on every rank, and only the union's rows are sent."""
+    """Each rank looks up its own vocabulary rows: in the second step (the first checks the rows, dense) the
+    all-reduced J is nonzero on their union, the Gram and update of the row-sparse buffer must be the dense
+    buffer's on every rank, and only the union's rows are sent."""
     for rank, result in enumerate(results):
-        sparse, dense = result["row_sparse"], result["row_dense"]
-        assert (sparse["row_sparse"], dense["row_sparse"]) == ((0,), ()), f"rank {rank}"
-        assert_close_by_norm(sparse["gram"], dense["gram"], f"rank {rank}: Gram", rtol=1e-6)
-        assert_close_by_norm(sparse["jacobian"], dense["jacobian"], f"rank {rank}: J", rtol=1e-6)
-        for i, (ours, theirs) in enumerate(zip(sparse["grads"], dense["grads"], strict=True)):
-            assert_close_by_norm(ours, theirs, f"rank {rank}: update of parameter {i}", rtol=1e-6)
-    touched = [set(torch.nonzero(r["row_dense"]["grads"][0].abs().sum(1)).flatten().tolist()) for r in results]
+        for step, (sparse, dense) in enumerate(zip(result["row_sparse"], result["row_dense"], strict=True)):
+            label = f"rank {rank}, step {step}"
+            assert (sparse["row_sparse"], dense["row_sparse"]) == (((0,) if step else ()), ()), label
+            assert_close_by_norm(sparse["gram"], dense["gram"], f"{label}: Gram", rtol=1e-6)
+            assert_close_by_norm(sparse["jacobian"], dense["jacobian"], f"{label}: J", rtol=1e-6)
+            for i, (ours, theirs) in enumerate(zip(sparse["grads"], dense["grads"], strict=True)):
+                assert_close_by_norm(ours, theirs, f"{label}: update of parameter {i}", rtol=1e-6)
+    touched = [set(torch.nonzero(r["row_dense"][1]["grads"][0].abs().sum(1)).flatten().tolist()) for r in results]
     assert len(touched[0]) > 60 and touched[0] == touched[1], f"{len(touched[0])} rows: one rank looks up at most 60"
-    # Sent by one of 2 ranks (all-reduce of n: n elements): in this first step one flag (does the matrix stay
-    # row-sparse?), the 2 seen + 3 touched flags and the 5000-row mask, then each task's 15 dense columns and the
-    # union's rows (4 columns each); against all of J (2 × 20015) + the flags.
+    # Sent by one of 2 ranks (all-reduce of n: n elements). First step: one flag (does the matrix stay row-sparse?),
+    # the 2 seen + 3 touched flags and all of J (2 × 20015). Second: the flags, the 5000-row mask, the union's rows
+    # (2 tasks × 4 columns each) and each task's 15 other columns.
     rows = len(touched[0])
-    assert [r["row_sparse"]["elements_sent"] for r in results] == [1 + 5 + 5000 + 2 * 15 + 2 * rows * 4] * 2
-    assert [r["row_dense"]["elements_sent"] for r in results] == [5 + 2 * 20015] * 2
+    assert [r["row_sparse"][0]["elements_sent"] for r in results] == [1 + 5 + 2 * 20015] * 2
+    assert [r["row_sparse"][1]["elements_sent"] for r in results] == [5 + 5000 + 2 * rows * 4 + 2 * 15] * 2
+    assert [r["row_dense"][1]["elements_sent"] for r in results] == [5 + 2 * 20015] * 2
 
 
 @pytest.mark.distributed
 def test_a_matrix_one_rank_finds_used_elsewhere_is_dense_on_every_rank(results):
-    """Rank 1's gradient has a row no lookup recorded: both ranks must drop the row-sparse treatment together (the
-    collectives must match) and give the dense buffer's Gram, J and update."""
+    """Rank 1's first gradient has a row no lookup recorded: both ranks must keep the matrix dense together (the
+    collectives must match) and give the dense buffer's Gram, J and update in both steps."""
     for rank, result in enumerate(results):
-        sparse, dense = result["row_sparse_fallback"], result["row_dense_fallback"]
-        assert sparse["row_sparse"] == (), f"rank {rank} kept the matrix row-sparse"
-        assert_close_by_norm(sparse["gram"], dense["gram"], f"rank {rank}: Gram", rtol=1e-6)
-        assert_close_by_norm(sparse["jacobian"], dense["jacobian"], f"rank {rank}: J", rtol=1e-6)
-        for i, (ours, theirs) in enumerate(zip(sparse["grads"], dense["grads"], strict=True)):
-            assert_close_by_norm(ours, theirs, f"rank {rank}: update of parameter {i}", rtol=1e-6)
-        assert float(dense["grads"][0][4999].abs().sum()) > 0, "the unrecorded row must reach the update"
+        for step, (sparse, dense) in enumerate(zip(result["row_sparse_fallback"], result["row_dense_fallback"],
+                                                   strict=True)):
+            label = f"rank {rank}, step {step}"
+            assert sparse["row_sparse"] == (), f"{label}: the matrix was made row-sparse"
+            assert_close_by_norm(sparse["gram"], dense["gram"], f"{label}: Gram", rtol=1e-6)
+            assert_close_by_norm(sparse["jacobian"], dense["jacobian"], f"{label}: J", rtol=1e-6)
+            for i, (ours, theirs) in enumerate(zip(sparse["grads"], dense["grads"], strict=True)):
+                assert_close_by_norm(ours, theirs, f"{label}: update of parameter {i}", rtol=1e-6)
+        assert float(result["row_dense_fallback"][0]["grads"][0][4999].abs().sum()) > 0, "row 4999 left out"
 
 
 @pytest.mark.distributed
