@@ -241,15 +241,22 @@ class TaskGradientBuffer:
             the partial Gram on them, all-reduce only the K×K Gram and all-gather the combined update
             (elements sent per rank ≈ ``(K+1)·P`` instead of ``2·K·P``; the Gram and combination work is
             split W ways). ``False`` all-reduces the whole ``J`` and every rank repeats the Gram. ``None``:
-            :func:`default_sharding` (on with NCCL, off with gloo). An unsharded buffer can hold embedding
-            matrices row by row (:meth:`track_rows`); across ranks it then sends only the rows some rank looked up.
+            :func:`default_sharding` (on with NCCL, off with gloo).
         dtype: ``J``'s storage, ``torch.float32`` or ``torch.bfloat16`` (half the memory and traffic; each
             stored gradient keeps 8 significant bits, as in a bf16 mixed-precision run). The Gram and the
             update are computed in float32 from it either way, and the update written to ``.grad`` is float32.
+        row_sparse: parameters (by position) to hold row by row, with the :class:`LookedUpRows` recording their
+            lookups (:func:`vocabulary_embeddings`): only the rows recorded in a step are kept (per task, outside
+            the K × P storage), enter the Gram and are combined; the other rows are zero in ``J`` and in the update.
+            Run the step's forwards under :meth:`recording_rows`. The first step checks every task's gradient to
+            be zero outside the recorded rows; a parameter whose gradient is not (the matrix is also used outside
+            its ``nn.Embedding`` modules) goes back into the storage, with a warning, on every rank. Across ranks
+            only the rows some rank looked up are sent. Ignored by a sharded buffer (its columns are split across
+            ranks).
     """
 
     def __init__(self, shared_params: Sequence[torch.nn.Parameter], num_tasks: int, shard: bool | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, row_sparse: Mapping[int, LookedUpRows] | None = None) -> None:
         if not shared_params:
             raise ValueError("No shared parameters: per-task gradient combination needs a shared encoder.")
         if str(dtype).removeprefix("torch.") not in BUFFER_DTYPES:
@@ -261,10 +268,10 @@ class TaskGradientBuffer:
         self._offsets = [0]  # parameter i's columns of J (and of the update): offsets[i] … offsets[i + 1]
         for param in self.params:
             self._offsets.append(self._offsets[-1] + param.numel())
-        self._rows: dict[int, LookedUpRows] = {}  # row-sparse parameters: see track_rows
-        self._tracked: tuple[int, ...] = ()
-        self._checking_rows = False  # during the first step with tracked rows: check them against the gradients
-        self._compact: dict[int, _CompactRows] = {}  # after that step: their rows, outside the storage
+        self._rows = {} if self.sharded else dict(row_sparse or {})
+        self._tracked = tuple(sorted(self._rows))  # as given: every rank makes the same ones dense (_agree_on_rows)
+        self._compact = {i: _CompactRows(num_tasks, self.params[i], dtype) for i in self._tracked}
+        self._checking_rows = bool(self._rows)  # the first step: check the recorded rows against the gradients
         self._allocate(num_tasks, dtype)
         # A row is written (copy) by its first micro-batch and accumulated (add) after: no zeroing pass.
         self.seen = torch.zeros(num_tasks, dtype=torch.bool)
@@ -275,9 +282,9 @@ class TaskGradientBuffer:
         self.elements_sent = 0  # by this rank in the last step's collectives (ring algorithm count)
 
     def _allocate(self, num_tasks: int, dtype: torch.dtype) -> None:
-        """The storage of the parameters not held row by row (all of them before :meth:`track_rows` has taken
-        effect): (W, K, S), rank r's columns of every row one contiguous block, so that the reduce-scatter sends
-        the buffer itself. Unsharded W = 1: the stored ``J`` is ``_storage[0]``."""
+        """The storage of the parameters not held row by row: (W, K, S), rank r's columns of every row one
+        contiguous block, so that the reduce-scatter sends the buffer itself. Unsharded W = 1: the stored ``J`` is
+        ``_storage[0]``."""
         stored = [p for i, p in enumerate(self.params) if i not in self._compact]
         self.stored_numel = _flat_numel(stored)
         chunks = self.world if self.sharded else 1
@@ -289,10 +296,11 @@ class TaskGradientBuffer:
         segments = iter(_column_segments(stored, width))
         self._segments = [[] if i in self._compact else next(segments) for i in range(len(self.params))]
         # Runs of consecutive stored parameters: (first stored column, first column of J, length).
-        self._runs, stored_offset = [], 0
+        self._runs, stored_offset, self._stored_offsets = [], 0, {}
         for i, param in enumerate(self.params):
             if i in self._compact:
                 continue
+            self._stored_offsets[i] = stored_offset
             if self._runs and self._runs[-1][1] + self._runs[-1][2] == self._offsets[i]:
                 start, first, length = self._runs[-1]
                 self._runs[-1] = (start, first, length + param.numel())
@@ -300,23 +308,8 @@ class TaskGradientBuffer:
                 self._runs.append((stored_offset, self._offsets[i], param.numel()))
             stored_offset += param.numel()
 
-    def track_rows(self, looked_up: Mapping[int, LookedUpRows]) -> None:
-        """Hold the parameters at these positions row by row: only the rows their :class:`LookedUpRows` recorded
-        in a step are kept (per task, outside the K × P storage), enter the Gram and are combined; their other rows
-        are zero in ``J`` and in the update. Run the step's forwards under :meth:`recording_rows`.
-
-        The first step keeps them dense and checks every task's gradient to be zero outside the recorded rows; a
-        parameter whose gradient is not (the matrix is also used outside its ``nn.Embedding`` modules) stays
-        dense, with a warning. Not for a sharded buffer (its columns are split across ranks).
-        """
-        if self._storage.shape[0] != 1:
-            raise ValueError("Row-sparse parameters need an unsharded buffer (shard=False or one process).")
-        self._rows = dict(looked_up)
-        self._tracked = tuple(sorted(self._rows))  # as given: every rank drops the same ones (_agree_on_rows)
-        self._checking_rows = bool(self._rows)
-
     def recording_rows(self) -> contextlib.AbstractContextManager:
-        """Record the rows the forwards inside look up (for the parameters given to :meth:`track_rows`)."""
+        """Record the rows the forwards inside look up (the buffer's ``row_sparse`` parameters)."""
         stack = contextlib.ExitStack()
         for looked_up in self._rows.values():
             stack.enter_context(looked_up.recording())
@@ -362,21 +355,23 @@ class TaskGradientBuffer:
 
     @property
     def row_sparse(self) -> tuple[int, ...]:
-        """Positions of the parameters held row by row (:meth:`track_rows`), once their first step has passed."""
+        """Positions of the parameters held row by row (``row_sparse``)."""
         return tuple(sorted(self._compact))
 
     @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
         """Add one task's gradient (aligned with the shared parameters; ``None`` means zero)."""
-        rows = self._storage[:, task_index]  # (W, S)
+        if len(grads) != len(self.params):
+            raise ValueError(f"{len(grads)} gradients for {len(self.params)} shared parameters.")
         first = not bool(self.seen[task_index])
-        for i, (grad, segments) in enumerate(zip(grads, self._segments, strict=True)):
-            if grad is not None and i in self._compact:
+        for i, grad in enumerate(grads):
+            if grad is not None and i in self._compact and self._rows_hold(i, grad):
                 self._add_rows(task_index, i, grad, first)
-            elif grad is not None and self._checking_rows and i in self._rows:
-                self._check_rows(i, grad)
+                self.touched[i] = True
+                continue
+            rows = self._storage[:, task_index]  # (W, S)
             flat = None if grad is None else grad.reshape(-1)
-            for chunk, start, source, length in segments:
+            for chunk, start, source, length in self._segments[i]:
                 target = rows[chunk, start : start + length]
                 if flat is not None:
                     piece = flat[source : source + length]
@@ -390,13 +385,31 @@ class TaskGradientBuffer:
                 self.touched[i] = True
         self.seen[task_index] = True
 
-    def _check_rows(self, i: int, grad: torch.Tensor) -> None:
-        """First step: parameter ``i`` stays dense if its gradient is nonzero outside the recorded rows."""
-        if bool((grad.reshape(grad.shape[0], -1).ne(0).any(1) & ~self._rows[i].mask).any()):
+    def _rows_hold(self, i: int, grad: torch.Tensor) -> bool:
+        """True unless, in the first step, parameter ``i``'s gradient is nonzero outside the recorded rows (then
+        it goes back into the storage)."""
+        if self._checking_rows and bool((grad.reshape(grad.shape[0], -1).ne(0).any(1) & ~self._rows[i].mask).any()):
             logger.warning("Shared parameter %d (shape %s) has gradient rows no nn.Embedding lookup recorded "
                            "(the matrix is also used elsewhere): its per-task gradients are kept dense.", i,
                            tuple(self.params[i].shape))
-            del self._rows[i]
+            self._make_dense(i)
+            return False
+        return True
+
+    def _make_dense(self, i: int) -> None:
+        """Hold parameter ``i`` in the storage again, its rows so far (zero elsewhere) copied in; the storage is
+        reallocated (rare: a matrix found used outside its lookups in the first step)."""
+        compact, old, old_offsets = self._compact.pop(i), self._stored_jacobian, self._stored_offsets
+        del self._rows[i]
+        self._allocate(self.num_tasks, self._storage.dtype)
+        new = self._stored_jacobian
+        for j, start in old_offsets.items():
+            n = self.params[j].numel()
+            new[:, self._stored_offsets[j] : self._stored_offsets[j] + n] = old[:, start : start + n]
+        start = self._stored_offsets[i]
+        columns = new[:, start : start + self.params[i].numel()].view(self.num_tasks, -1, compact.row_length)
+        columns.zero_()
+        columns[:, compact.rows] = compact.used
 
     def _add_rows(self, task_index: int, i: int, grad: torch.Tensor, first: bool) -> None:
         """Copy (first micro-batch) or add the looked-up rows of parameter ``i``'s gradient into task
@@ -453,12 +466,13 @@ class TaskGradientBuffer:
         return None if extra is None else small[offset:].div_(world).to(extra.dtype)
 
     def _agree_on_rows(self) -> None:
-        """At the first step's end: a matrix one rank found used elsewhere stays dense on every rank."""
-        dense = torch.tensor([float(i not in self._rows) for i in self._tracked], device=self._storage.device)
+        """At the first step's end: a matrix one rank found used elsewhere goes back into every rank's storage
+        (the others' rows are exact as they are, their gradients being zero outside them)."""
+        dense = torch.tensor([float(i not in self._compact) for i in self._tracked], device=self._storage.device)
         self._all_reduce(dense)
         for i, flag in zip(self._tracked, dense.tolist(), strict=True):
-            if flag > 0:
-                self._rows.pop(i, None)
+            if flag > 0 and i in self._compact:
+                self._make_dense(i)
 
     def _reduce_sharded(self, extra: torch.Tensor | None) -> torch.Tensor | None:
         world, k = self.world, self.num_tasks
@@ -573,19 +587,11 @@ class TaskGradientBuffer:
                 compact.used[k].zero_()
 
     def reset(self) -> None:
-        """Ready for the next step. After the first step with tracked rows, the parameters that passed the check
-        leave the storage for their rows (the storage is reallocated once, without their columns)."""
         for looked_up in self._rows.values():
             looked_up.clear()
         for compact in self._compact.values():
             compact.clear()
-        if self._checking_rows:
-            self._checking_rows = False
-            self._compact = {i: _CompactRows(self.num_tasks, self.params[i], self._storage.dtype) for i in self._rows}
-            if self._compact:
-                num_tasks, dtype = self.num_tasks, self._storage.dtype
-                del self._storage  # before the smaller one is allocated
-                self._allocate(num_tasks, dtype)
+        self._checking_rows = False
         self.seen = torch.zeros(self.num_tasks, dtype=torch.bool)
         self.touched = [False] * len(self.params)
         self._owned = None

@@ -287,11 +287,11 @@ def test_nan_loss_raise_policy_names_task_and_step(tmp_path, tiny_encoder_dir, t
 
 
 class LookupModel(torch.nn.Module):
-    """A vocabulary-sized embedding, a small position table and a linear layer; ``reuse_vocabulary`` also
-    multiplies by the embedding matrix outside its ``nn.Embedding`` (an output layer tied by hand), which makes
-    its gradient dense."""
+    """A vocabulary-sized embedding, a small position table and a linear layer; for task ``reuse_vocabulary`` the
+    forward also multiplies by the embedding matrix outside its ``nn.Embedding`` (an output layer tied by hand),
+    which makes that task's gradient of it dense."""
 
-    def __init__(self, vocabulary: int = 5000, dim: int = 6, reuse_vocabulary: bool = False) -> None:
+    def __init__(self, vocabulary: int = 5000, dim: int = 6, reuse_vocabulary: int | None = None) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.words = torch.nn.Embedding(vocabulary, dim)
@@ -299,9 +299,9 @@ class LookupModel(torch.nn.Module):
         self.mix = torch.nn.Linear(dim, dim)
         self.reuse_vocabulary = reuse_vocabulary
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, task: int) -> torch.Tensor:
         hidden = self.mix(self.words(ids) + self.positions(torch.arange(ids.shape[1])))
-        if self.reuse_vocabulary:
+        if task == self.reuse_vocabulary:
             hidden = torch.nn.functional.linear(hidden, self.words.weight)
         return hidden
 
@@ -311,7 +311,7 @@ def lookup_losses(model, buffer, ids_per_task, nan_task=None):
     params = list(model.parameters())
     for k, ids in enumerate(ids_per_task):
         with buffer.recording_rows():
-            out = model(ids)
+            out = model(ids, k)
         loss = (out * torch.linspace(-1, 1, out.shape[-1])).pow(2).mean() * (k + 1)
         grads = list(torch.autograd.grad(loss, params))
         if k == nan_task:
@@ -321,19 +321,19 @@ def lookup_losses(model, buffer, ids_per_task, nan_task=None):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("reuse_vocabulary", [False, True])
+@pytest.mark.parametrize("reuse_vocabulary", [None, 2])
 def test_row_sparse_vocabulary_gives_the_dense_gram_and_update(dtype, reuse_vocabulary, caplog):
     """The vocabulary's rows that no lookup reached are left out of J, the Gram and the combination: the result
-    must be the dense buffer's, over three steps of two micro-batches with different rows each (the first step is
-    dense and checks the rows; no step's rows may leak into the next, even after ``.grad`` was overwritten in
-    place), with a NaN row of weight 0, in less memory. A matrix used outside its nn.Embedding is caught in the
-    first step and kept dense."""
+    must be the dense buffer's, over three steps of two micro-batches with different rows each (no step's rows may
+    leak into the next, even after ``.grad`` was overwritten in place), with a NaN row of weight 0, in less memory.
+    A matrix the third task uses outside its nn.Embedding is caught in the first step, after two tasks' rows were
+    kept, and goes back into the storage with those rows."""
     generator = torch.Generator().manual_seed(1)
     sparse_model, dense_model = LookupModel(reuse_vocabulary=reuse_vocabulary), LookupModel(reuse_vocabulary=reuse_vocabulary)
-    sparse = TaskGradientBuffer(list(sparse_model.parameters()), num_tasks=3, dtype=dtype)
     embeddings = gradients.vocabulary_embeddings(sparse_model, list(sparse_model.parameters()))
     assert list(embeddings) == [0], "the 8-row position table is not vocabulary-sized"
-    sparse.track_rows({i: gradients.LookedUpRows(m) for i, m in embeddings.items()})
+    sparse = TaskGradientBuffer(list(sparse_model.parameters()), num_tasks=3, dtype=dtype,
+                                row_sparse={i: gradients.LookedUpRows(m) for i, m in embeddings.items()})
     dense = TaskGradientBuffer(list(dense_model.parameters()), num_tasks=3, dtype=dtype)
     weights = torch.tensor([0.5, 0.0, -2.0], dtype=torch.float64)
     live = [0, 2]
@@ -343,7 +343,7 @@ def test_row_sparse_vocabulary_gives_the_dense_gram_and_update(dtype, reuse_voca
             with caplog.at_level(logging.WARNING, logger="hf_mtl.gradients"):
                 lookup_losses(sparse_model, sparse, ids, nan_task=1)
             lookup_losses(dense_model, dense, ids, nan_task=1)
-        assert sparse.row_sparse == (() if reuse_vocabulary or step == 0 else (0,))
+        assert sparse.row_sparse == (() if reuse_vocabulary is not None else (0,))
         for buffer in (sparse, dense):
             buffer.reduce()
             buffer.write_combination(weights, scale=0.5)
@@ -357,10 +357,10 @@ def test_row_sparse_vocabulary_gives_the_dense_gram_and_update(dtype, reuse_voca
         for buffer, model in ((sparse, sparse_model), (dense, dense_model)):
             buffer.reset()
             model.words.weight.grad.fill_(float("nan"))  # e.g. clipping by a NaN norm, in place
-        if not reuse_vocabulary and step > 0:
+        if reuse_vocabulary is None:
             assert sparse.nbytes < dense.nbytes - sparse.params[0].numel() * 3 * dense._storage.element_size() / 2
     warned = [r for r in caplog.records if "kept dense" in r.getMessage()]
-    assert len(warned) == (1 if reuse_vocabulary else 0), [r.getMessage() for r in caplog.records]
+    assert len(warned) == (0 if reuse_vocabulary is None else 1), [r.getMessage() for r in caplog.records]
 
 
 def test_vocabulary_embeddings_leaves_out_a_matrix_tied_to_an_output_layer():
@@ -375,8 +375,8 @@ def test_vocabulary_embeddings_leaves_out_a_matrix_tied_to_an_output_layer():
 
 def test_params_step_treats_the_encoder_vocabulary_row_by_row(tmp_path, tiny_encoder_dir, tokenizer, three_tasks,
                                                               three_task_data):
-    """A BERT's word embeddings (its only vocabulary-sized matrix) are row-sparse in the trainer's buffer after
-    the first step, held outside its K × P storage."""
+    """A BERT's word embeddings (its only vocabulary-sized matrix) are row-sparse in the trainer's buffer, held
+    outside its K × P storage."""
     torch.manual_seed(0)
     model = MultiTaskModel.from_encoder(tiny_encoder_dir, three_tasks)
     trainer = MultiTaskTrainer(model, args_for(tmp_path, max_steps=2, combiner="mgda", gradient_mode="params"),

@@ -98,11 +98,10 @@ class ParamsStep(StepStrategy):
         dtype = getattr(torch, self.context.task_gradient_dtype)
         if any(type(p).__name__ == "DTensor" for p in shared):  # sharded by FSDP2 (fully_shard)
             return ShardedParameterBuffer(shared, self.context.num_tasks, dtype=dtype)
-        buffer = TaskGradientBuffer(shared, self.context.num_tasks, shard=self.context.shard_task_gradients, dtype=dtype)
-        if not buffer.sharded:  # a vocabulary's gradient is nonzero only in the rows the step looked up
-            embeddings = vocabulary_embeddings(self.module, shared)
-            buffer.track_rows({i: LookedUpRows(modules) for i, modules in embeddings.items()})
-        return buffer
+        # A vocabulary's gradient is nonzero only in the rows the step looked up: held row by row (unsharded).
+        looked_up = {i: LookedUpRows(modules) for i, modules in vocabulary_embeddings(self.module, shared).items()}
+        return TaskGradientBuffer(shared, self.context.num_tasks, shard=self.context.shard_task_gradients, dtype=dtype,
+                                  row_sparse=looked_up)
 
     def _backward_per_task(self, model: nn.Module, inputs: Mapping[str, Any], scale: float) -> list[torch.Tensor]:
         """FSDP2: one forward of the sharded model, one backward per task; each task's reduce-scattered shards go

@@ -61,25 +61,25 @@ def test_reduction_matches_the_averaged_gradients(results, path):
 
 @pytest.mark.distributed
 def test_row_sparse_vocabulary_reduces_like_the_dense_buffer(results):
-    """Each rank looks up its own vocabulary rows: in the second step (the first checks the rows, dense) the
-    all-reduced J is nonzero on their union, the Gram and update of the row-sparse buffer must be the dense
-    buffer's on every rank, and only the union's rows are sent."""
+    """Each rank looks up its own vocabulary rows: over two steps the all-reduced J is nonzero on their union, the
+    Gram and update of the row-sparse buffer must be the dense buffer's on every rank, and only the union's rows
+    are sent."""
     for rank, result in enumerate(results):
         for step, (sparse, dense) in enumerate(zip(result["row_sparse"], result["row_dense"], strict=True)):
             label = f"rank {rank}, step {step}"
-            assert (sparse["row_sparse"], dense["row_sparse"]) == (((0,) if step else ()), ()), label
+            assert (sparse["row_sparse"], dense["row_sparse"]) == ((0,), ()), label
             assert_close_by_norm(sparse["gram"], dense["gram"], f"{label}: Gram", rtol=1e-6)
             assert_close_by_norm(sparse["jacobian"], dense["jacobian"], f"{label}: J", rtol=1e-6)
             for i, (ours, theirs) in enumerate(zip(sparse["grads"], dense["grads"], strict=True)):
                 assert_close_by_norm(ours, theirs, f"{label}: update of parameter {i}", rtol=1e-6)
     touched = [set(torch.nonzero(r["row_dense"][1]["grads"][0].abs().sum(1)).flatten().tolist()) for r in results]
     assert len(touched[0]) > 60 and touched[0] == touched[1], f"{len(touched[0])} rows: one rank looks up at most 60"
-    # Sent by one of 2 ranks (all-reduce of n: n elements). First step: one flag (does the matrix stay row-sparse?),
-    # the 2 seen + 3 touched flags and all of J (2 × 20015). Second: the flags, the 5000-row mask, the union's rows
-    # (2 tasks × 4 columns each) and each task's 15 other columns.
+    # Sent by one of 2 ranks in the second step (all-reduce of n: n elements): the 2 seen + 3 touched flags, the
+    # 5000-row mask, the union's rows (2 tasks × 4 columns each) and each task's 15 other columns; the first step
+    # also sends one flag (does the matrix stay row-sparse?).
     rows = len(touched[0])
-    assert [r["row_sparse"][0]["elements_sent"] for r in results] == [1 + 5 + 2 * 20015] * 2
     assert [r["row_sparse"][1]["elements_sent"] for r in results] == [5 + 5000 + 2 * rows * 4 + 2 * 15] * 2
+    assert results[0]["row_sparse"][0]["elements_sent"] > 1 + 5 + 5000 + 2 * 15
     assert [r["row_dense"][1]["elements_sent"] for r in results] == [5 + 2 * 20015] * 2
 
 
