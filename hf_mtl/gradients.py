@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -117,9 +117,19 @@ def vocabulary_embeddings(model: nn.Module, params: Sequence[torch.Tensor],
     return found
 
 
+class Lookup(NamedTuple):
+    """One ``nn.Embedding`` call: ``output = weight[indices]``, so ``∂L/∂weight`` is ``∂L/∂output`` summed into
+    the rows ``indices`` (except ``padding_idx``, which gets no gradient)."""
+
+    indices: torch.Tensor
+    output: torch.Tensor
+    padding_idx: int | None
+
+
 class LookedUpRows:
     """The rows of one embedding matrix that the forwards run under :meth:`recording` looked up since
-    :meth:`clear`, as a mask over its rows (the union over micro-batches, and over ranks after a reduction).
+    :meth:`clear`, as a mask over its rows (the union over micro-batches, and over ranks after a reduction), and
+    the last recording's lookups.
 
     Args:
         embeddings: the ``nn.Embedding`` modules holding the matrix (tied input embeddings: several).
@@ -129,22 +139,30 @@ class LookedUpRows:
         self.embeddings = list(embeddings)
         weight = self.embeddings[0].weight
         self.mask = torch.zeros(weight.shape[0], dtype=torch.bool, device=weight.device)
+        self.lookups: list[Lookup] = []
+        # ∂L/∂output scattered into the rows is ∂L/∂weight only for nn.Embedding's own forward, unscaled.
+        self.exact_lookups = all(type(m).forward is nn.Embedding.forward and not m.scale_grad_by_freq
+                                 and not m.sparse for m in self.embeddings)
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
-        """Record the indices each module looks up inside the block (lookups without gradient are not
-        recorded: they add nothing to the gradient)."""
-        handles = [m.register_forward_pre_hook(self._record, with_kwargs=True) for m in self.embeddings]
+        """Record the indices each module looks up inside the block, and the lookups (lookups without gradient
+        are not recorded: they add nothing to the gradient)."""
+        self.lookups = []
+        handles = [m.register_forward_hook(self._record, with_kwargs=True) for m in self.embeddings]
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _record(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _record(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         indices = args[0] if args else kwargs.get("input")
-        if indices is not None and torch.is_grad_enabled():
-            self.mask[indices.reshape(-1).to(self.mask.device)] = True
+        if indices is None or not torch.is_grad_enabled():
+            return
+        self.mask[indices.reshape(-1).to(self.mask.device)] = True
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            self.lookups.append(Lookup(indices, output, module.padding_idx))
 
     def indices(self) -> torch.Tensor:
         """The looked-up rows, ascending."""
@@ -182,6 +200,15 @@ def _ring_elements(kind: str, numel: int, world: int) -> int:
     part): all-reduce ``2n(W−1)/W``, reduce-scatter and all-gather ``n(W−1)/W``."""
     factor = 2 if kind == "all_reduce" else 1
     return factor * numel * (world - 1) // world
+
+
+class Differentiated(NamedTuple):
+    """A task backward's inputs (:meth:`TaskGradientBuffer.differentiated`): ``tensors`` are the shared parameters
+    at positions ``params``, then the outputs of ``lookups`` ((parameter position, :class:`Lookup`))."""
+
+    params: list[int]
+    lookups: list[tuple[int, Lookup]]
+    tensors: list[torch.Tensor]
 
 
 class _CompactRows:
@@ -357,6 +384,42 @@ class TaskGradientBuffer:
     def row_sparse(self) -> tuple[int, ...]:
         """Positions of the parameters held row by row (``row_sparse``)."""
         return tuple(sorted(self._compact))
+
+    def differentiated(self) -> Differentiated:
+        """What a task's backward should differentiate: the shared parameters, except the row-sparse ones whose
+        lookups were recorded exactly (after the first step), for which the lookups' outputs are differentiated
+        instead. Their ``∂L/∂output`` (B·T rows) is what autograd scatters into a dense V-row ``∂L/∂weight``; added
+        into the row slots directly, it spares each task that zero-filled V-row matrix."""
+        through_lookups = [i for i in self._compact if not self._checking_rows and self._rows[i].exact_lookups
+                           and self._rows[i].lookups]
+        params = [i for i in range(len(self.params)) if i not in through_lookups]
+        lookups = [(i, lookup) for i in through_lookups for lookup in self._rows[i].lookups]
+        tensors = [self.params[i] for i in params] + [lookup.output for _, lookup in lookups]
+        return Differentiated(params, lookups, tensors)
+
+    def add_differentiated(self, task_index: int, plan: Differentiated,
+                           grads: Sequence[torch.Tensor | None]) -> None:
+        """Add one task's gradients of ``plan.tensors`` (:meth:`differentiated`; ``None`` means zero)."""
+        param_grads: list[torch.Tensor | None] = [None] * len(self.params)
+        for i, grad in zip(plan.params, grads[: len(plan.params)], strict=True):
+            param_grads[i] = grad
+        self.add(task_index, param_grads)
+        for (i, lookup), grad in zip(plan.lookups, grads[len(plan.params):], strict=True):
+            if grad is not None:
+                self._add_lookup(task_index, i, lookup, grad)
+                self.touched[i] = True
+
+    def _add_lookup(self, task_index: int, i: int, lookup: Lookup, grad: torch.Tensor) -> None:
+        """Add ``∂L/∂output`` of one lookup into the slots of its rows (repeated rows summed)."""
+        compact = self._compact[i]
+        rows, values = lookup.indices.reshape(-1), grad.reshape(-1, compact.row_length)
+        if lookup.padding_idx is not None:
+            kept = rows != lookup.padding_idx
+            rows, values = rows[kept], values[kept]
+        unique, position = torch.unique(rows, return_inverse=True)
+        summed = values.new_zeros(len(unique), compact.row_length, dtype=torch.float32)
+        summed.index_add_(0, position, values.float())  # a repeated row in float32, as autograd sums it
+        compact.values[task_index].index_add_(0, compact.slots(unique), summed.to(compact.values.dtype))
 
     @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:

@@ -127,12 +127,12 @@ class ParamsStep(StepStrategy):
         return list(losses.detach())
 
     def _accumulate(self, k: int, name: str, loss: torch.Tensor, retain_graph: bool) -> None:
-        shared = self._buffer.params
+        plan = self._buffer.differentiated()
         specific = self.module.task_specific_parameters(name)
         with record_function("hf_mtl::task_backward"):
-            grads = torch.autograd.grad(loss, shared + specific, retain_graph=retain_graph, allow_unused=True)
-        self._buffer.add(k, grads[: len(shared)])
-        for param, grad in zip(specific, grads[len(shared):], strict=True):
+            grads = torch.autograd.grad(loss, plan.tensors + specific, retain_graph=retain_graph, allow_unused=True)
+        self._buffer.add_differentiated(k, plan, grads[: len(plan.tensors)])
+        for param, grad in zip(specific, grads[len(plan.tensors):], strict=True):
             if grad is not None:
                 param.grad = grad if param.grad is None else param.grad + grad
 
