@@ -57,7 +57,7 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, Task
 from hf_mtl.data.embedded import embedded_encoder_path, load_rotten_tomatoes
-from hf_mtl.gradients import average_gradients_over_ranks, distributed
+from hf_mtl.gradients import Differentiated, average_gradients_over_ranks, distributed
 
 METHODS = ("plain", "params", "params_bf16", "encoder_output", "autograd_floor", "autograd_batched", "torchjd_mgda",
            "torchjd_upgrad")
@@ -241,6 +241,17 @@ def baseline_buffer(ref: str) -> type:
 
         def recording_rows(self) -> contextlib.AbstractContextManager:
             return getattr(super(), "recording_rows", contextlib.nullcontext)()
+
+        def differentiated(self) -> Differentiated:
+            if hasattr(super(), "differentiated"):
+                return super().differentiated()
+            return Differentiated(list(range(len(self.params))), [], list(self.params))
+
+        def add_differentiated(self, task: int, plan: Differentiated, grads: list) -> None:
+            if hasattr(super(), "add_differentiated"):
+                super().add_differentiated(task, plan, grads)
+            else:
+                self.add(task, grads)
 
     return Baseline
 
