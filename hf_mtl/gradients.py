@@ -8,8 +8,8 @@ The step strategies (:mod:`hf_mtl.steps`) delegate here. Two sources of per-task
   small all-reduce carries the K×K Gram with the task-specific (head) gradients; the update ``w @ J`` is
   combined column-wise and all-gathered into ``.grad`` (or ``J`` is all-reduced whole with ``shard=False``).
   ``G = J Jᵀ`` is summed block by block in float64 (:func:`blocked_gram`). A vocabulary-sized embedding matrix
-  (:func:`vocabulary_embeddings`) is copied, multiplied and combined only over the rows the step looked up
-  (:class:`LookedUpRows`): the other rows of its gradient are zero for every task.
+  (:func:`vocabulary_embeddings`) is kept, multiplied and combined only over the rows the step looked up
+  (:class:`LookedUpRows`), outside the K × P storage: the other rows of its gradient are zero for every task.
 * :func:`representation_gram` — ``encoder_output`` mode: ``G_ij = <∂L_i/∂z, ∂L_j/∂z>`` with ``z`` the
   shared encoder output flattened over batch, tokens and hidden (the MGDA-UB bound of Sener & Koltun
   2018); only the heads are differentiated, then one ordinary backward of ``Σ w_k L_k`` follows.
