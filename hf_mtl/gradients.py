@@ -419,7 +419,8 @@ class TaskGradientBuffer:
         unique, position = torch.unique(rows, return_inverse=True)
         summed = values.new_zeros(len(unique), compact.row_length, dtype=torch.float32)
         summed.index_add_(0, position, values.float())  # a repeated row in float32, as autograd sums it
-        compact.values[task_index].index_add_(0, compact.slots(unique), summed.to(compact.values.dtype))
+        slots = compact.slots(unique)  # before reading compact.values: new slots may reallocate it
+        compact.values[task_index].index_add_(0, slots, summed.to(compact.values.dtype))
 
     @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:

@@ -346,7 +346,8 @@ def test_row_sparse_vocabulary_gives_the_dense_gram_and_update(dtype, reuse_voca
     live = [0, 2]
     for step in range(3):
         for _micro_batch in range(2):
-            ids = [torch.randint(0, 5000, (2, 8), generator=generator) for _ in range(3)]
+            # more rows in later steps: the row slots grow while the lookups' gradients are added
+            ids = [torch.randint(0, 5000, (2 + 2 * step, 8), generator=generator) for _ in range(3)]
             for task_ids in ids:
                 task_ids[:, 0], task_ids[:, 1] = 0, task_ids[:, 2]  # padding, and a row looked up twice
             with caplog.at_level(logging.WARNING, logger="hf_mtl.gradients"):
