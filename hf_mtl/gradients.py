@@ -239,6 +239,12 @@ class _CompactRows:
             slots = self.slot_of_row[rows]
         return slots
 
+    def add(self, task_index: int, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """Add ``values`` (one per row of ``rows``, distinct) to task ``task_index``'s slots of those rows; a task
+        that has not written in this step holds zeros there, so its first add is its value."""
+        slots = self.slots(rows)  # first: new slots may reallocate ``values``
+        self.values[task_index].index_add_(0, slots, values.to(self.values.dtype))
+
     def replace(self, rows: torch.Tensor, values: torch.Tensor) -> None:
         """Hold ``values`` (K × len(rows) × row length) for ``rows`` instead (after a reduction across ranks)."""
         self.clear()
@@ -323,11 +329,10 @@ class TaskGradientBuffer:
         segments = iter(_column_segments(stored, width))
         self._segments = [[] if i in self._compact else next(segments) for i in range(len(self.params))]
         # Runs of consecutive stored parameters: (first stored column, first column of J, length).
-        self._runs, stored_offset, self._stored_offsets = [], 0, {}
+        self._runs, stored_offset = [], 0
         for i, param in enumerate(self.params):
             if i in self._compact:
                 continue
-            self._stored_offsets[i] = stored_offset
             if self._runs and self._runs[-1][1] + self._runs[-1][2] == self._offsets[i]:
                 start, first, length = self._runs[-1]
                 self._runs[-1] = (start, first, length + param.numel())
@@ -382,7 +387,7 @@ class TaskGradientBuffer:
 
     @property
     def row_sparse(self) -> tuple[int, ...]:
-        """Positions of the parameters held row by row (``row_sparse``)."""
+        """Positions of the parameters held row by row (those of ``row_sparse`` not found used elsewhere)."""
         return tuple(sorted(self._compact))
 
     def differentiated(self) -> Differentiated:
@@ -419,8 +424,7 @@ class TaskGradientBuffer:
         unique, position = torch.unique(rows, return_inverse=True)
         summed = values.new_zeros(len(unique), compact.row_length, dtype=torch.float32)
         summed.index_add_(0, position, values.float())  # a repeated row in float32, as autograd sums it
-        slots = compact.slots(unique)  # before reading compact.values: new slots may reallocate it
-        compact.values[task_index].index_add_(0, slots, summed.to(compact.values.dtype))
+        compact.add(task_index, unique, summed)
 
     @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
@@ -430,7 +434,8 @@ class TaskGradientBuffer:
         first = not bool(self.seen[task_index])
         for i, grad in enumerate(grads):
             if grad is not None and i in self._compact and self._rows_hold(i, grad):
-                self._add_rows(task_index, i, grad, first)
+                rows = self._rows[i].indices()
+                self._compact[i].add(task_index, rows, grad.reshape(grad.shape[0], -1).index_select(0, rows))
                 self.touched[i] = True
                 continue
             rows = self._storage[:, task_index]  # (W, S)
@@ -463,29 +468,12 @@ class TaskGradientBuffer:
     def _make_dense(self, i: int) -> None:
         """Hold parameter ``i`` in the storage again, its rows so far (zero elsewhere) copied in; the storage is
         reallocated (rare: a matrix found used outside its lookups in the first step)."""
-        compact, old, old_offsets = self._compact.pop(i), self._stored_jacobian, self._stored_offsets
-        del self._rows[i]
+        full = self.jacobian  # K × P: the stored columns and the rows so far
+        del self._compact[i], self._rows[i]
         self._allocate(self.num_tasks, self._storage.dtype)
-        new = self._stored_jacobian
-        for j, start in old_offsets.items():
-            n = self.params[j].numel()
-            new[:, self._stored_offsets[j] : self._stored_offsets[j] + n] = old[:, start : start + n]
-        start = self._stored_offsets[i]
-        columns = new[:, start : start + self.params[i].numel()].view(self.num_tasks, -1, compact.row_length)
-        columns.zero_()
-        columns[:, compact.rows] = compact.used
-
-    def _add_rows(self, task_index: int, i: int, grad: torch.Tensor, first: bool) -> None:
-        """Copy (first micro-batch) or add the looked-up rows of parameter ``i``'s gradient into task
-        ``task_index``'s slots (every slot of the step so far belongs to a looked-up row)."""
-        compact, rows = self._compact[i], self._rows[i].indices()
-        slots = compact.slots(rows)
-        values = grad.reshape(grad.shape[0], -1).index_select(0, rows).to(compact.values.dtype)
-        target = compact.values[task_index]
-        if first:
-            target.index_copy_(0, slots, values)
-        else:
-            target.index_add_(0, slots, values)
+        stored = self._stored_jacobian
+        for start, first, length in self._runs:
+            stored[:, start : start + length] = full[:, first : first + length]
 
     @profiled("hf_mtl::reduce")
     def reduce(self, extra: torch.Tensor | None = None) -> torch.Tensor | None:
