@@ -43,8 +43,11 @@ from step_overhead import (
     add_common_arguments,
     autograd_batched,
     autograd_floor,
+    dash,
     make_batch,
     peak_above_setup,
+    peak_tensors_above_setup,
+    probe_figures,
     synchronize,
 )
 from transformers import AutoTokenizer, Trainer, TrainingArguments
@@ -116,23 +119,25 @@ def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: t
     adapter, encoder = bench.sizes()
     return [{"mode": m, "layout": layout, "tasks": num_tasks, "ratio_vs_plain": round(statistics.median(ratios[m]), 3),
              "step_ms": round(1000 * statistics.median(seconds[m]), 1), "peak_mem_mb": None,
-             "shared_params": adapter, "encoder_params": encoder} for m in methods]
+             "peak_tensor_mb": None, "shared_params": adapter, "encoder_params": encoder} for m in methods]
 
 
-def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespace) -> float:
-    """Peak memory of two steps of one method in a fresh process, above its state after set-up (MiB)."""
+def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespace) -> tuple[float, float]:
+    """Peak memory of one method in a fresh process above its state after set-up, resident set and live tensors
+    (MiB)."""
     cmd = [sys.executable, __file__, "--_memory_probe", f"{layout},{num_tasks},{method}", "--batch_size",
            str(args.batch_size), "--seq_len", str(args.seq_len), "--lora_r", str(args.lora_r), "--output_dir",
            args.output_dir] + (["--lora_target_modules", args.lora_target_modules] if args.lora_target_modules else []) \
         + (["--gradient_checkpointing"] if args.gradient_checkpointing else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return round(float(out.stdout.strip().splitlines()[-1]), 1)
+    return probe_figures(out.stdout)
 
 
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
     layout, num_tasks, method = spec.split(",")
     bench = LoraBench(layout, int(num_tasks), args, device)
-    print(peak_above_setup(lambda: bench.run_once(method), device))
+    print("peak", peak_above_setup(lambda: bench.run_once(method), device))
+    print("tensors", peak_tensors_above_setup(lambda: bench.run_once(method), device))
 
 
 def main() -> None:
@@ -155,20 +160,22 @@ def main() -> None:
             config_rows = time_config(layout, num_tasks, args, device)
             if not args.no_memory:
                 for row in config_rows:
-                    row["peak_mem_mb"] = peak_memory(layout, num_tasks, row["mode"], args)
+                    row["peak_mem_mb"], row["peak_tensor_mb"] = peak_memory(layout, num_tasks, row["mode"], args)
             rows.extend(config_rows)
             for row in config_rows:
                 print(f"{row['layout']:>8} K={row['tasks']:<2} {row['mode']:<15} ratio {row['ratio_vs_plain']:>6.3f}"
-                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB", flush=True)
+                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB"
+                      f" (tensors {row['peak_tensor_mb']} MiB)", flush=True)
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"\nDevice: {device_name}; batch {args.batch_size} × {args.seq_len} tokens; median of {args.repeats}; "
           f"LoRA r={args.lora_r}: {rows[0]['shared_params']} adapter parameters (the per-task gradient buffer's "
           f"width) of {rows[0]['encoder_params']} in the encoder "
           f"({rows[0]['encoder_params'] / rows[0]['shared_params']:.0f}× fewer).")
-    print("| layout | K | mode | ratio vs plain LoRA | step ms | peak MiB |\n| --- | --- | --- | --- | --- | --- |")
+    print("| layout | K | mode | ratio vs plain LoRA | step ms | peak MiB | peak tensors MiB |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['layout']} | {row['tasks']} | {row['mode']} | {row['ratio_vs_plain']:.3f} | {row['step_ms']} "
-              f"| {row['peak_mem_mb'] if row['peak_mem_mb'] is not None else '-'} |")
+              f"| {dash(row['peak_mem_mb'])} | {dash(row['peak_tensor_mb'])} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1)

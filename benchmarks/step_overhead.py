@@ -312,16 +312,17 @@ def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: t
                      "ratio_vs_plain": round(statistics.median(ratios[m]), 3),
                      "ratio_vs_floor": round(statistics.median(floor_ratios[m]), 3) if floor_ratios[m] else None,
                      "step_ms": round(1000 * statistics.median(seconds[m]), 1), "peak_mem_mb": None,
-                     "buffer_mb": bench.buffer_mb(m), "elements_sent": elements_sent(bench, m)})
+                     "peak_tensor_mb": None, "buffer_mb": bench.buffer_mb(m), "elements_sent": elements_sent(bench, m)})
     return rows
 
 
-def peak_memory(layout: str, num_tasks: int, methods: list[str], args: argparse.Namespace) -> dict[str, float]:
-    """Each method's peak memory above its set-up state, in a fresh process per method (MiB); under
-    ``torchrun`` the probe is launched on as many processes (rank 0's figure)."""
+def peak_memory(layout: str, num_tasks: int, methods: list[str],
+                args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """Each method's peak memory above its set-up state, resident set and live tensors, in a fresh process per
+    method (MiB); under ``torchrun`` the probe is launched on as many processes (rank 0's figures)."""
     world = torch.distributed.get_world_size() if distributed() else 1
 
-    def measure(m: str) -> float:
+    def measure(m: str) -> tuple[float, float]:
         launcher = [sys.executable] if world == 1 else [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world)]
         cmd = [*launcher, __file__, "--_memory_probe", f"{layout},{num_tasks},{m}", "--batch_size",
@@ -334,9 +335,16 @@ def peak_memory(layout: str, num_tasks: int, methods: list[str], args: argparse.
                     "MASTER_PORT", "TORCHELASTIC_RUN_ID")
         env = {k: v for k, v in os.environ.items() if k not in launched}
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-        return float([line for line in out.stdout.splitlines() if line.startswith("peak ")][-1].split()[1])
+        return probe_figures(out.stdout)
 
-    return {m: round(measure(m), 1) for m in methods}
+    return {m: measure(m) for m in methods}
+
+
+def probe_figures(stdout: str) -> tuple[float, float]:
+    """(resident-set peak, live-tensor peak) in MiB from a memory probe's output."""
+    figures = {line.split()[0]: float(line.split()[1]) for line in stdout.splitlines()
+               if line.startswith(("peak ", "tensors "))}
+    return round(figures["peak"], 1), round(figures["tensors"], 1)
 
 
 def process_memory_kib(field: str) -> int:
@@ -366,14 +374,41 @@ def peak_above_setup(run_step: Callable[[], None], device: torch.device) -> floa
     return (process_memory_kib("VmHWM") - base) / 1024
 
 
+def peak_tensors_above_setup(run_step: Callable[[], None], device: torch.device) -> float:
+    """Peak bytes held by live tensors during two calls of ``run_step``, above the state right before them (MiB):
+    on CPU the allocator's running total as ``torch.profiler`` records it with ``profile_memory`` (the counterpart of
+    ``max_memory_allocated``, blind to what the C library's ``malloc`` keeps after a free); on GPU
+    ``max_memory_allocated``, the same figure as :func:`peak_above_setup`."""
+    if device.type == "cuda":
+        return peak_above_setup(run_step, device)
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(2):
+            run_step()
+    pending = list(prof.profiler.kineto_results.experimental_event_tree())
+    totals = [0]  # the running total starts at 0 when the profiler starts
+    while pending:
+        event = pending.pop()
+        pending.extend(event.children)
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+            totals.append(event.extra_fields.total_allocated)
+    return max(totals) / 2**20
+
+
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
-    """Print the peak memory of two steps of one method above the state right after set-up (MiB)."""
+    """Print the peak memory of two steps of one method above the state right after set-up (MiB): the resident set
+    (``peak``), then, in two more steps, the live tensors (``tensors``)."""
     layout, num_tasks, method = spec.split(",")
     bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref,
                   fsdp=args.fsdp)
     peak = peak_above_setup(lambda: bench.run_once(method), device)
+    tensors = peak_tensors_above_setup(lambda: bench.run_once(method), device)
     if not distributed() or torch.distributed.get_rank() == 0:
         print("peak", peak)
+        print("tensors", tensors)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
@@ -412,13 +447,13 @@ def main() -> None:
             if not args.no_memory and main_process:
                 peaks = peak_memory(layout, num_tasks, [row["mode"] for row in config_rows], args)
                 for row in config_rows:
-                    row["peak_mem_mb"] = peaks[row["mode"]]
+                    row["peak_mem_mb"], row["peak_tensor_mb"] = peaks[row["mode"]]
             if distributed():
                 torch.distributed.barrier()
             rows.extend(config_rows)
             for row in config_rows if main_process else []:
                 print(f"{row['layout']:>8} K={row['tasks']:<2} {row['mode']:<16} ratio {row['ratio_vs_plain']:>6.3f}"
-                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB  buffer {row['buffer_mb']} MiB"
+                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB (tensors {row['peak_tensor_mb']})  buffer {row['buffer_mb']} MiB"
                       f"  sent {row['elements_sent']}", flush=True)
     if distributed() and torch.distributed.get_rank() != 0:
         return
@@ -426,11 +461,11 @@ def main() -> None:
     processes = rows[0]["processes"] if rows else 1
     print(f"\nDevice: {device_name}; {processes} process(es); batch {args.batch_size} × {args.seq_len} tokens per "
           f"process; median of {args.repeats}.")
-    print("| layout | K | mode | ratio vs plain | ratio vs floor | step ms | peak MiB | buffer MiB | elements sent |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| layout | K | mode | ratio vs plain | ratio vs floor | step ms | peak MiB | peak tensors MiB | buffer MiB "
+          "| elements sent |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['layout']} | {row['tasks']} | {row['mode']} | {row['ratio_vs_plain']:.3f} "
-              f"| {dash(row['ratio_vs_floor'])} | {row['step_ms']} | {dash(row['peak_mem_mb'])} | {dash(row['buffer_mb'])} | {dash(row['elements_sent'])} |")
+              f"| {dash(row['ratio_vs_floor'])} | {row['step_ms']} | {dash(row['peak_mem_mb'])} | {dash(row['peak_tensor_mb'])} | {dash(row['buffer_mb'])} | {dash(row['elements_sent'])} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1)

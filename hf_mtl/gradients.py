@@ -376,6 +376,11 @@ class TaskGradientBuffer:
         return full
 
     @property
+    def dtype(self) -> torch.dtype:
+        """``J``'s storage dtype (the Gram and the update are formed in float32/float64 whatever it is)."""
+        return self._storage.dtype
+
+    @property
     def nbytes(self) -> int:
         """Memory held by ``J`` (the stored K × P rows, padding included, and the row-sparse parameters' rows)."""
         compact = sum(c.values.numel() * c.values.element_size() for c in self._compact.values())
@@ -470,7 +475,7 @@ class TaskGradientBuffer:
         reallocated (rare: a matrix found used outside its lookups in the first step)."""
         full = self.jacobian  # K × P: the stored columns and the rows so far
         del self._compact[i], self._rows[i]
-        self._allocate(self.num_tasks, self._storage.dtype)
+        self._allocate(self.num_tasks, self.dtype)
         stored = self._stored_jacobian
         for start, first, length in self._runs:
             stored[:, start : start + length] = full[:, first : first + length]

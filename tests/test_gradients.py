@@ -167,7 +167,7 @@ def test_params_step_with_bfloat16_task_gradients_takes_the_summed_loss_step(tmp
     reference, _ = trained(tmp_path / "ref", tiny_encoder_dir, three_tasks, three_task_data, tokenizer, **common)
     engine, trainer = trained(tmp_path / "bf16", tiny_encoder_dir, three_tasks, three_task_data, tokenizer,
                               combiner=SumOfGradients(), gradient_mode="params", task_gradient_dtype="bfloat16", **common)
-    assert trainer.step_strategy.buffer._storage.dtype == torch.bfloat16
+    assert trainer.step_strategy.buffer.dtype == torch.bfloat16
     for (name, p), (_, q) in zip(reference.named_parameters(), engine.named_parameters(), strict=True):
         assert_close_by_norm(q - start[name], p - start[name], f"step of {name}", rtol=1e-2, atol=1e-7)
     assert trainer.combiner.seen_gram.dtype == torch.float64

@@ -68,16 +68,16 @@ def run(shard: bool, dtype: torch.dtype = torch.float32) -> dict[str, object]:
             "elements_sent": update_elements, "numel": buffer.numel}
 
 
-def run_row_sparse(track_rows: bool, used_elsewhere_on_rank1: bool = False) -> list[dict[str, object]]:
+def run_row_sparse(row_sparse: bool, used_elsewhere_on_rank1: bool = False) -> list[dict[str, object]]:
     """Two steps of two tasks through a vocabulary-sized embedding, each rank looking up its own rows (two
-    micro-batches per step): with ``track_rows`` the buffer holds only the looked-up rows (checked in the first
+    micro-batches per step): with ``row_sparse`` the buffer holds only the looked-up rows (checked in the first
     step), reducing their union over ranks; else it is dense. With ``used_elsewhere_on_rank1``,
     rank 1's first gradient also has a row no lookup recorded. One result per step."""
     rank = dist.get_rank()
     torch.manual_seed(0)  # the same model on both ranks
     words, mix = torch.nn.Embedding(5000, 4), torch.nn.Linear(4, 3)
     params = [words.weight, mix.weight, mix.bias]
-    buffer = TaskGradientBuffer(params, 2, shard=False, row_sparse={0: LookedUpRows([words])} if track_rows else None)
+    buffer = TaskGradientBuffer(params, 2, shard=False, row_sparse={0: LookedUpRows([words])} if row_sparse else None)
     generator = torch.Generator().manual_seed(200 + rank)
     steps = []
     for step in range(2):
