@@ -40,14 +40,13 @@ from collections.abc import Callable
 import torch
 from peft import LoraConfig
 from step_overhead import (
+    PEAK_MEASURES,
     add_common_arguments,
     autograd_batched,
     autograd_floor,
     dash,
     make_batch,
-    peak_above_setup,
-    peak_tensors_above_setup,
-    probe_figures,
+    probe_peak,
     synchronize,
 )
 from transformers import AutoTokenizer, Trainer, TrainingArguments
@@ -122,22 +121,24 @@ def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: t
              "peak_tensor_mb": None, "shared_params": adapter, "encoder_params": encoder} for m in methods]
 
 
-def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespace) -> tuple[float, float]:
-    """Peak memory of one method in a fresh process above its state after set-up, resident set and live tensors
-    (MiB)."""
-    cmd = [sys.executable, __file__, "--_memory_probe", f"{layout},{num_tasks},{method}", "--batch_size",
-           str(args.batch_size), "--seq_len", str(args.seq_len), "--lora_r", str(args.lora_r), "--output_dir",
-           args.output_dir] + (["--lora_target_modules", args.lora_target_modules] if args.lora_target_modules else []) \
-        + (["--gradient_checkpointing"] if args.gradient_checkpointing else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return probe_figures(out.stdout)
+def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespace) -> dict[str, float]:
+    """Peak memory of one method above its state after set-up, by each measure in ``PEAK_MEASURES`` (MiB), in a
+    fresh process per measure."""
+
+    def measure(field: str) -> float:
+        cmd = [sys.executable, __file__, "--_memory_probe", f"{layout},{num_tasks},{method},{field}", "--batch_size",
+               str(args.batch_size), "--seq_len", str(args.seq_len), "--lora_r", str(args.lora_r), "--output_dir",
+               args.output_dir] + (["--lora_target_modules", args.lora_target_modules] if args.lora_target_modules
+                                   else []) + (["--gradient_checkpointing"] if args.gradient_checkpointing else [])
+        return probe_peak(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+    return {field: measure(field) for field in PEAK_MEASURES}
 
 
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
-    layout, num_tasks, method = spec.split(",")
+    layout, num_tasks, method, field = spec.split(",")
     bench = LoraBench(layout, int(num_tasks), args, device)
-    print("peak", peak_above_setup(lambda: bench.run_once(method), device))
-    print("tensors", peak_tensors_above_setup(lambda: bench.run_once(method), device))
+    print("peak", PEAK_MEASURES[field](lambda: bench.run_once(method), device))
 
 
 def main() -> None:
@@ -160,7 +161,7 @@ def main() -> None:
             config_rows = time_config(layout, num_tasks, args, device)
             if not args.no_memory:
                 for row in config_rows:
-                    row["peak_mem_mb"], row["peak_tensor_mb"] = peak_memory(layout, num_tasks, row["mode"], args)
+                    row.update(peak_memory(layout, num_tasks, row["mode"], args))
             rows.extend(config_rows)
             for row in config_rows:
                 print(f"{row['layout']:>8} K={row['tasks']:<2} {row['mode']:<15} ratio {row['ratio_vs_plain']:>6.3f}"

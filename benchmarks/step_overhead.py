@@ -317,15 +317,16 @@ def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: t
 
 
 def peak_memory(layout: str, num_tasks: int, methods: list[str],
-                args: argparse.Namespace) -> dict[str, tuple[float, float]]:
-    """Each method's peak memory above its set-up state, resident set and live tensors, in a fresh process per
-    method (MiB); under ``torchrun`` the probe is launched on as many processes (rank 0's figures)."""
+                args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Each method's peak memory above its set-up state by each measure in :data:`PEAK_MEASURES` (MiB), in a fresh
+    process per method and measure (so the first step's allocations, the K×P buffer's among them, count in both);
+    under ``torchrun`` the probe is launched on as many processes (rank 0's figures)."""
     world = torch.distributed.get_world_size() if distributed() else 1
 
-    def measure(m: str) -> tuple[float, float]:
+    def measure(m: str, field: str) -> float:
         launcher = [sys.executable] if world == 1 else [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world)]
-        cmd = [*launcher, __file__, "--_memory_probe", f"{layout},{num_tasks},{m}", "--batch_size",
+        cmd = [*launcher, __file__, "--_memory_probe", f"{layout},{num_tasks},{m},{field}", "--batch_size",
                str(args.batch_size), "--seq_len", str(args.seq_len), "--output_dir", args.output_dir]
         if args.baseline_ref:
             cmd += ["--baseline_ref", args.baseline_ref]
@@ -334,17 +335,14 @@ def peak_memory(layout: str, num_tasks: int, methods: list[str],
         launched = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
                     "MASTER_PORT", "TORCHELASTIC_RUN_ID")
         env = {k: v for k, v in os.environ.items() if k not in launched}
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-        return probe_figures(out.stdout)
+        return probe_peak(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout)
 
-    return {m: measure(m) for m in methods}
+    return {m: {field: measure(m, field) for field in PEAK_MEASURES} for m in methods}
 
 
-def probe_figures(stdout: str) -> tuple[float, float]:
-    """(resident-set peak, live-tensor peak) in MiB from a memory probe's output."""
-    figures = {line.split()[0]: float(line.split()[1]) for line in stdout.splitlines()
-               if line.startswith(("peak ", "tensors "))}
-    return round(figures["peak"], 1), round(figures["tensors"], 1)
+def probe_peak(stdout: str) -> float:
+    """The figure a memory probe printed (its last ``peak`` line), in MiB."""
+    return round(float([line for line in stdout.splitlines() if line.startswith("peak ")][-1].split()[1]), 1)
 
 
 def process_memory_kib(field: str) -> int:
@@ -399,16 +397,18 @@ def peak_tensors_above_setup(run_step: Callable[[], None], device: torch.device)
 
 
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:
-    """Print the peak memory of two steps of one method above the state right after set-up (MiB): the resident set
-    (``peak``), then, in two more steps, the live tensors (``tensors``)."""
-    layout, num_tasks, method = spec.split(",")
+    """Print the peak memory of two steps of one method above the state right after set-up (MiB), by one of
+    :data:`PEAK_MEASURES` (spec: ``layout,K,method,measure``)."""
+    layout, num_tasks, method, field = spec.split(",")
     bench = Bench(layout, int(num_tasks), args.batch_size, args.seq_len, device, args.output_dir, args.baseline_ref,
                   fsdp=args.fsdp)
-    peak = peak_above_setup(lambda: bench.run_once(method), device)
-    tensors = peak_tensors_above_setup(lambda: bench.run_once(method), device)
+    peak = PEAK_MEASURES[field](lambda: bench.run_once(method), device)
     if not distributed() or torch.distributed.get_rank() == 0:
         print("peak", peak)
-        print("tensors", tensors)
+
+
+PEAK_MEASURES: dict[str, Callable[[Callable[[], None], torch.device], float]] = {
+    "peak_mem_mb": peak_above_setup, "peak_tensor_mb": peak_tensors_above_setup}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
@@ -447,7 +447,7 @@ def main() -> None:
             if not args.no_memory and main_process:
                 peaks = peak_memory(layout, num_tasks, [row["mode"] for row in config_rows], args)
                 for row in config_rows:
-                    row["peak_mem_mb"], row["peak_tensor_mb"] = peaks[row["mode"]]
+                    row.update(peaks[row["mode"]])
             if distributed():
                 torch.distributed.barrier()
             rows.extend(config_rows)

@@ -29,7 +29,3 @@ def test_tensor_peak_is_the_most_held_at_once_above_the_start() -> None:
 
     peak = step_overhead.peak_tensors_above_setup(step, torch.device("cpu"))
     assert peak == pytest.approx(4.0, abs=0.05)  # second call: 1 kept + 3
-
-
-def test_probe_figures_reads_both_peaks() -> None:
-    assert step_overhead.probe_figures("noise\npeak 321.4843\ntensors 170.04\n") == (321.5, 170.0)
