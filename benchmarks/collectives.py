@@ -4,7 +4,8 @@
 The whole reduction all-reduces the K×P per-task gradient buffer; the sharded one reduce-scatters it and
 all-gathers the P-element update (``hf_mtl.gradients.TaskGradientBuffer``). This times both on a float32
 tensor of ``--elements`` (median of ``--repeats``) and reports how much each raised the peak resident set
-(CPU), which decides ``shard_task_gradients``'s default per backend (``hf_mtl.gradients.default_sharding``).
+(CPU) and the most bytes the collective's own live tensors held at once beyond its input and output (CPU:
+``torch.profiler``'s allocation records; GPU: ``max_memory_allocated``), which decides ``shard_task_gradients``'s default per backend (``hf_mtl.gradients.default_sharding``).
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 benchmarks/collectives.py
 """
@@ -17,6 +18,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from step_overhead import peak_tensors_above_setup
 
 
 def peak_kib() -> int:
@@ -29,8 +31,9 @@ def reset_peak() -> None:
         handle.write("5")
 
 
-def timed(run, repeats: int, device: torch.device) -> tuple[float, float]:
-    """Median seconds of ``run()`` over ranks in step, and the peak resident set it added (MiB, CPU)."""
+def timed(run, repeats: int, device: torch.device) -> tuple[float, float, float]:
+    """Median seconds of ``run()`` over ranks in step, the peak resident set it added (MiB, CPU) and the peak of
+    the live tensors it allocated (MiB)."""
     run()
     seconds = []
     before = 0
@@ -45,7 +48,7 @@ def timed(run, repeats: int, device: torch.device) -> tuple[float, float]:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     added = (peak_kib() - before) / 1024 if device.type == "cpu" else float("nan")
-    return statistics.median(seconds), added
+    return statistics.median(seconds), added, peak_tensors_above_setup(run, device)
 
 
 def main() -> None:
@@ -69,8 +72,9 @@ def main() -> None:
     }
     if dist.get_rank() == 0:
         print(f"backend {dist.get_backend()}, {world} processes, K·P = {n} float32, median of {args.repeats}")
-        for name, (seconds, added) in rows.items():
-            print(f"{name:<20} {seconds * 1000:9.1f} ms   peak resident set +{added:.0f} MiB")
+        for name, (seconds, added, tensors) in rows.items():
+            print(f"{name:<20} {seconds * 1000:9.1f} ms   peak resident set +{added:.0f} MiB   "
+                  f"live tensors allocated +{tensors:.0f} MiB")
     dist.destroy_process_group()
 
 
