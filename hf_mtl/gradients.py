@@ -118,18 +118,27 @@ def vocabulary_embeddings(model: nn.Module, params: Sequence[torch.Tensor],
 
 
 class Lookup(NamedTuple):
-    """One ``nn.Embedding`` call: ``output = weight[indices]``, so ``∂L/∂weight`` is ``∂L/∂output`` summed into
-    the rows ``indices`` (except ``padding_idx``, which gets no gradient)."""
+    """One ``nn.Embedding`` call, ``output = weight[indices]``, grouped by row once when recorded: ``∂L/∂weight``
+    is ``∂L/∂output`` (flattened to one entry per index, entries at ``padding_idx`` left out: ``kept``) summed
+    into ``rows``, entry ``j`` into ``rows[position[j]]``."""
 
-    indices: torch.Tensor
     output: torch.Tensor
-    padding_idx: int | None
+    rows: torch.Tensor  # the distinct rows looked up (ascending), padding_idx left out
+    position: torch.Tensor  # each kept entry's index into rows
+    kept: torch.Tensor | None  # the entries not at padding_idx (None: all of them)
+
+    @classmethod
+    def of(cls, indices: torch.Tensor, output: torch.Tensor, padding_idx: int | None) -> Lookup:
+        flat = indices.reshape(-1)
+        kept = None if padding_idx is None else flat != padding_idx
+        rows, position = torch.unique(flat if kept is None else flat[kept], return_inverse=True)
+        return cls(output, rows, position, kept)
 
 
 class LookedUpRows:
     """The rows of one embedding matrix that the forwards run under :meth:`recording` looked up since
     :meth:`clear`, as a mask over its rows (the union over micro-batches, and over ranks after a reduction), and
-    the last recording's lookups.
+    the last recording's lookups (only where ``∂L/∂output`` gives ``∂L/∂weight``: ``exact_lookups``).
 
     Args:
         embeddings: the ``nn.Embedding`` modules holding the matrix (tied input embeddings: several).
@@ -161,8 +170,8 @@ class LookedUpRows:
         if indices is None or not torch.is_grad_enabled():
             return
         self.mask[indices.reshape(-1).to(self.mask.device)] = True
-        if isinstance(output, torch.Tensor) and output.requires_grad:
-            self.lookups.append(Lookup(indices, output, module.padding_idx))
+        if self.exact_lookups and isinstance(output, torch.Tensor) and output.requires_grad:
+            self.lookups.append(Lookup.of(indices, output, module.padding_idx))
 
     def indices(self) -> torch.Tensor:
         """The looked-up rows, ascending."""
@@ -362,11 +371,9 @@ class TaskGradientBuffer:
     def jacobian(self) -> torch.Tensor:
         """This rank's ``J`` (K × P) before :meth:`reduce` (a copy when sharded or with row-sparse parameters;
         after a sharded reduction, :meth:`task_gradients` gives the reduced one)."""
+        stored = self._stored_jacobian
         if not self._compact:
-            return self._stored_jacobian
-        return self._assembled(self._stored_jacobian)
-
-    def _assembled(self, stored: torch.Tensor) -> torch.Tensor:
+            return stored
         full = stored.new_zeros(self.num_tasks, self.numel)
         for start, first, length in self._runs:
             full[:, first : first + length] = stored[:, start : start + length]
@@ -400,8 +407,7 @@ class TaskGradientBuffer:
         lookups were recorded exactly (after the first step), for which the lookups' outputs are differentiated
         instead. Their ``∂L/∂output`` (B·T rows) is what autograd scatters into a dense V-row ``∂L/∂weight``; added
         into the row slots directly, it spares each task that zero-filled V-row matrix."""
-        through_lookups = [i for i in self._compact if not self._checking_rows and self._rows[i].exact_lookups
-                           and self._rows[i].lookups]
+        through_lookups = [i for i in self._compact if not self._checking_rows and self._rows[i].lookups]
         params = [i for i in range(len(self.params)) if i not in through_lookups]
         lookups = [(i, lookup) for i in through_lookups for lookup in self._rows[i].lookups]
         tensors = [self.params[i] for i in params] + [lookup.output for _, lookup in lookups]
@@ -422,14 +428,12 @@ class TaskGradientBuffer:
     def _add_lookup(self, task_index: int, i: int, lookup: Lookup, grad: torch.Tensor) -> None:
         """Add ``∂L/∂output`` of one lookup into the slots of its rows (repeated rows summed)."""
         compact = self._compact[i]
-        rows, values = lookup.indices.reshape(-1), grad.reshape(-1, compact.row_length)
-        if lookup.padding_idx is not None:
-            kept = rows != lookup.padding_idx
-            rows, values = rows[kept], values[kept]
-        unique, position = torch.unique(rows, return_inverse=True)
-        summed = values.new_zeros(len(unique), compact.row_length, dtype=torch.float32)
-        summed.index_add_(0, position, values.float())  # a repeated row in float32, as autograd sums it
-        compact.add(task_index, unique, summed)
+        values = grad.reshape(-1, compact.row_length)
+        if lookup.kept is not None:
+            values = values[lookup.kept]
+        summed = values.new_zeros(len(lookup.rows), compact.row_length, dtype=torch.float32)
+        summed.index_add_(0, lookup.position, values.float())  # a repeated row in float32, as autograd sums it
+        compact.add(task_index, lookup.rows, summed)
 
     @profiled("hf_mtl::buffer_add")
     def add(self, task_index: int, grads: Sequence[torch.Tensor | None]) -> None:
