@@ -5,7 +5,8 @@ The whole reduction all-reduces the K×P per-task gradient buffer; the sharded o
 all-gathers the P-element update (``hf_mtl.gradients.TaskGradientBuffer``). This times both on a float32
 tensor of ``--elements`` (median of ``--repeats``) and reports how much each raised the peak resident set
 (CPU) and the most bytes the collective's own live tensors held at once beyond its input and output (CPU:
-``torch.profiler``'s allocation records; GPU: ``max_memory_allocated``), which decides ``shard_task_gradients``'s default per backend (``hf_mtl.gradients.default_sharding``).
+``torch.profiler``'s allocation records; GPU: ``max_memory_allocated``), which decides ``shard_task_gradients``'s
+default per backend (``hf_mtl.gradients.default_sharding``).
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 benchmarks/collectives.py
 """

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +45,7 @@ from step_overhead import (
     autograd_floor,
     dash,
     make_batch,
-    probe_peak,
+    run_probes,
     synchronize,
 )
 from transformers import AutoTokenizer, Trainer, TrainingArguments
@@ -124,15 +123,13 @@ def time_config(layout: str, num_tasks: int, args: argparse.Namespace, device: t
 def peak_memory(layout: str, num_tasks: int, method: str, args: argparse.Namespace) -> dict[str, float]:
     """Peak memory of one method above its state after set-up, by each measure in ``PEAK_MEASURES`` (MiB), in a
     fresh process per measure."""
-
-    def measure(field: str) -> float:
-        cmd = [sys.executable, __file__, "--_memory_probe", f"{layout},{num_tasks},{method},{field}", "--batch_size",
-               str(args.batch_size), "--seq_len", str(args.seq_len), "--lora_r", str(args.lora_r), "--output_dir",
-               args.output_dir] + (["--lora_target_modules", args.lora_target_modules] if args.lora_target_modules
-                                   else []) + (["--gradient_checkpointing"] if args.gradient_checkpointing else [])
-        return probe_peak(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-
-    return {field: measure(field) for field in PEAK_MEASURES}
+    options = ["--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len), "--lora_r", str(args.lora_r),
+               "--output_dir", args.output_dir]
+    if args.lora_target_modules:
+        options += ["--lora_target_modules", args.lora_target_modules]
+    if args.gradient_checkpointing:
+        options.append("--gradient_checkpointing")
+    return run_probes([sys.executable, __file__], f"{layout},{num_tasks},{method}", options)
 
 
 def memory_probe(spec: str, args: argparse.Namespace, device: torch.device) -> None:

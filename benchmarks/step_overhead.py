@@ -322,27 +322,30 @@ def peak_memory(layout: str, num_tasks: int, methods: list[str],
     process per method and measure (so the first step's allocations, the K×P buffer's among them, count in both);
     under ``torchrun`` the probe is launched on as many processes (rank 0's figures)."""
     world = torch.distributed.get_world_size() if distributed() else 1
-
-    def measure(m: str, field: str) -> float:
-        launcher = [sys.executable] if world == 1 else [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world)]
-        cmd = [*launcher, __file__, "--_memory_probe", f"{layout},{num_tasks},{m},{field}", "--batch_size",
-               str(args.batch_size), "--seq_len", str(args.seq_len), "--output_dir", args.output_dir]
-        if args.baseline_ref:
-            cmd += ["--baseline_ref", args.baseline_ref]
-        if args.fsdp:
-            cmd.append("--fsdp")
-        launched = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
-                    "MASTER_PORT", "TORCHELASTIC_RUN_ID")
-        env = {k: v for k, v in os.environ.items() if k not in launched}
-        return probe_peak(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout)
-
-    return {m: {field: measure(m, field) for field in PEAK_MEASURES} for m in methods}
+    launcher = [sys.executable] if world == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world)]
+    options = ["--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len), "--output_dir", args.output_dir]
+    if args.baseline_ref:
+        options += ["--baseline_ref", args.baseline_ref]
+    if args.fsdp:
+        options.append("--fsdp")
+    launched = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+                "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+    env = {k: v for k, v in os.environ.items() if k not in launched}
+    return {m: run_probes([*launcher, __file__], f"{layout},{num_tasks},{m}", options, env) for m in methods}
 
 
-def probe_peak(stdout: str) -> float:
-    """The figure a memory probe printed (its last ``peak`` line), in MiB."""
-    return round(float([line for line in stdout.splitlines() if line.startswith("peak ")][-1].split()[1]), 1)
+def run_probes(command: list[str], spec: str, options: list[str],
+               env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``command --_memory_probe SPEC,MEASURE OPTIONS`` once per measure of :data:`PEAK_MEASURES`, each in a
+    fresh process; the figure each printed (its last ``peak`` line, MiB)."""
+    peaks = {}
+    for field in PEAK_MEASURES:
+        out = subprocess.run([*command, "--_memory_probe", f"{spec},{field}", *options], capture_output=True,
+                             text=True, check=True, env=env)
+        printed = [line for line in out.stdout.splitlines() if line.startswith("peak ")][-1]
+        peaks[field] = round(float(printed.split()[1]), 1)
+    return peaks
 
 
 def process_memory_kib(field: str) -> int:
@@ -453,7 +456,8 @@ def main() -> None:
             rows.extend(config_rows)
             for row in config_rows if main_process else []:
                 print(f"{row['layout']:>8} K={row['tasks']:<2} {row['mode']:<16} ratio {row['ratio_vs_plain']:>6.3f}"
-                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB (tensors {row['peak_tensor_mb']})  buffer {row['buffer_mb']} MiB"
+                      f"  {row['step_ms']:>8.1f} ms  peak {row['peak_mem_mb']} MiB (tensors {row['peak_tensor_mb']})"
+                      f"  buffer {row['buffer_mb']} MiB"
                       f"  sent {row['elements_sent']}", flush=True)
     if distributed() and torch.distributed.get_rank() != 0:
         return
@@ -465,7 +469,8 @@ def main() -> None:
           "| elements sent |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['layout']} | {row['tasks']} | {row['mode']} | {row['ratio_vs_plain']:.3f} "
-              f"| {dash(row['ratio_vs_floor'])} | {row['step_ms']} | {dash(row['peak_mem_mb'])} | {dash(row['peak_tensor_mb'])} | {dash(row['buffer_mb'])} | {dash(row['elements_sent'])} |")
+              f"| {dash(row['ratio_vs_floor'])} | {row['step_ms']} | {dash(row['peak_mem_mb'])} "
+              f"| {dash(row['peak_tensor_mb'])} | {dash(row['buffer_mb'])} | {dash(row['elements_sent'])} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1)
