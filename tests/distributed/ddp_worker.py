@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -118,12 +119,28 @@ def main() -> None:
     trainer.end_training()
     if distributed and trainer.args.process_index == 0:  # gloo's threads left after end_training (Linux)
         with open(os.path.join(args.out, "threads.json"), "w", encoding="utf-8") as handle:
-            json.dump([name for name in thread_names() if "gloo" in name], handle)
+            json.dump(gloo_threads_after(seconds=5.0), handle)
     exit_now()
 
 
+def gloo_threads_after(seconds: float) -> list[str]:
+    """Gloo's threads still alive, polled for up to ``seconds``: threads that a destroyed group told to stop
+    may take a moment to exit, which is not a leak."""
+    deadline = time.monotonic() + seconds
+    while (left := [name for name in thread_names() if "gloo" in name]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def thread_names() -> list[str]:
-    return sorted(Path(path).read_text().strip() for path in glob.glob("/proc/self/task/*/comm"))
+    """Names of this process's threads; a thread that exits between the listing and the read is skipped."""
+    names = []
+    for path in glob.glob("/proc/self/task/*/comm"):
+        try:
+            names.append(Path(path).read_text().strip())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return sorted(names)
 
 
 def exit_now() -> None:
